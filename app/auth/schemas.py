@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from app.core.schemas import MAX_EMAIL_LENGTH, MAX_PASSWORD_BYTES, StrictModel, password_bytes, storable
+
+TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: TokenString
+
+
+class LoginForm(BaseModel):
+    """The OAuth2 password form: `username` is the account's email."""
+
+    username: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EMAIL_LENGTH),
+        AfterValidator(storable),
+    ]
+    password: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_PASSWORD_BYTES),
+        AfterValidator(storable),
+        AfterValidator(password_bytes),
+    ]
+    grant_type: Annotated[str | None, Field(pattern="^password$")] = None
+    scope: Annotated[str, StringConstraints(max_length=1000)] = ""

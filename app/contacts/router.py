@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from app.auth.dependencies import CurrentUser
+from app.contacts import service
+from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate, SearchQuery
+from app.core.db import SessionDep
+from app.core.openapi import errors
+from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
+
+router = APIRouter(prefix="/contacts", tags=["contacts"])
+
+ContactId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The contact's id")]
+Skip = Annotated[int, Query(ge=0, le=MAX_SKIP)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+
+def _json(raw: bytes, status_code: int = 200) -> Response:
+    # Cached JSON goes out as it is stored: no parse and re-encode on the hot path.
+    return Response(content=raw, status_code=status_code, media_type="application/json")
+
+
+@router.get("", response_model=Page[ContactRead], responses=errors(401, 403))
+async def list_contacts(
+    user: CurrentUser,
+    session: SessionDep,
+    skip: Skip = 0,
+    limit: Limit = 20,
+    q: Annotated[SearchQuery | None, Query(description="Case-insensitive search in names and email")] = None,
+) -> Response:
+    """A page of your contacts in creation order; with `q`, those whose first name, last name or email
+    contains it."""
+    return _json(await service.get_contacts_json(session, user.id, skip, limit, q))
+
+
+@router.get("/birthdays", response_model=Page[ContactRead], responses=errors(401, 403))
+async def upcoming_birthdays(
+    user: CurrentUser,
+    session: SessionDep,
+    days: Annotated[int, Query(ge=0, le=365, description="How many days ahead, today included")] = 7,
+    skip: Skip = 0,
+    limit: Limit = 20,
+) -> Response:
+    """Your contacts whose next birthday falls within the next `days` days, soonest first. Feb 29 birthdays
+    fall on Feb 28 in common years."""
+    return _json(await service.get_birthdays_json(session, user.id, days, skip, limit))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ContactRead, responses=errors(401, 403, 409))
+async def create_contact(body: ContactCreate, user: CurrentUser, session: SessionDep) -> dict[str, object]:
+    """Add a contact to your address book. Emails are unique per address book, ignoring case."""
+    return await service.create_contact(session, user.id, body)
+
+
+@router.get("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 404))
+async def read_contact(contact_id: ContactId, user: CurrentUser, session: SessionDep, request: Request) -> Response:
+    """One of your contacts. Another user's contact answers 404."""
+    prefetched = getattr(request.state, "prefetched_contact", None)
+    raw = await service.get_contact_json(session, contact_id, user.id, prefetched=prefetched)
+    if raw is None:
+        raise service.ContactNotFound
+    return _json(raw)
+
+
+@router.put("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 404, 409))
+async def replace_contact(
+    contact_id: ContactId, body: ContactCreate, user: CurrentUser, session: SessionDep
+) -> dict[str, object]:
+    """Replace every field of a contact; fields left out become empty."""
+    return await service.update_contact(session, contact_id, user.id, body, partial=False)
+
+
+@router.patch("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 404, 409))
+async def update_contact(
+    contact_id: ContactId, body: ContactUpdate, user: CurrentUser, session: SessionDep
+) -> dict[str, object]:
+    """Change only the fields sent."""
+    return await service.update_contact(session, contact_id, user.id, body, partial=True)
+
+
+@router.delete("/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 404))
+async def delete_contact(contact_id: ContactId, user: CurrentUser, session: SessionDep) -> None:
+    """Delete a contact."""
+    await service.delete_contact(session, contact_id, user.id)

@@ -1,0 +1,819 @@
+"""The cache in front of the database: Redis in production, an in-process backend for the embedded default.
+
+Contract (docs: shared/spec/caching-with-redis.md, README "Cache"):
+
+* keys ``user:{user_id}``, ``contact:{contact_id}:user:{user_id}`` and ``contacts:{user_id}`` (a hash holding
+  every cached page and search of one user's list, so invalidating all of them is one ``DEL``), behind an
+  optional ``CACHE_KEY_PREFIX``; values are JSON, user data passes an allow-list first;
+* connection errors answer ``None``/``False``, never raise; serialization errors are logged and skipped.
+
+Consistency (the cache is never staler than the database after a write is acknowledged) rests on leases, as in
+Facebook's memcache (NSDI 2013): a reader that misses puts a lease marker with a random token in the key's
+place, reads the database, then fills the key with a compare-and-set on its token. A writer commits, then
+deletes the key, which voids any lease taken before, so a late fill of an old row is refused. Hence the
+invariant: whatever Redis holds is at least as new as every write whose invalidation has run. Each Lua script
+touches one key, so the scripts also work on Redis Cluster.
+
+When an invalidation cannot reach Redis it is kept, retried in the background, and no read of that key is
+served from the cache until it succeeds. A circuit breaker stops paying the operation timeout while Redis is
+down, and probes for its return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+from uuid import UUID
+
+from prometheus_client import Counter
+
+from app.core.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+LEASE_PREFIX = b'{"__lease__":'
+
+# Non-secret user fields that may be cached. Anything else (password hashes, tokens) is dropped.
+USER_CACHE_FIELDS = frozenset(
+    {"id", "email", "role", "is_active", "is_verified", "avatar_url", "created_at", "updated_at", "token_version"}
+)
+
+
+class Kind(enum.StrEnum):
+    user = "user"
+    contact = "contact"
+    contacts_list = "contacts_list"
+
+
+CACHE_REQUESTS = Counter(
+    "contacts_api_cache_requests", "Cache look-ups by kind and result (hit, miss, error, bypass)", ["kind", "result"]
+)
+REDIS_ROUNDTRIPS = Counter("contacts_api_redis_roundtrips", "Round trips to the cache backend")
+CACHE_INVALIDATIONS = Counter("contacts_api_cache_invalidations", "Cache invalidations by outcome", ["result"])
+CACHE_FILLS = Counter("contacts_api_cache_fills", "Cache fills by outcome (stored, refused, error)", ["result"])
+
+
+class CacheUnavailable(Exception):
+    """The backend did not answer in time or at all."""
+
+
+class CircuitOpen(CacheUnavailable):
+    """The breaker is open: the backend was not asked."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Backends: the primitive operations, each one round trip.
+# --------------------------------------------------------------------------------------------------------------
+
+
+class LeaseState(enum.IntEnum):
+    granted = 0
+    hit = 1
+    held = 2  # another reader holds a live lease
+
+
+class Backend(Protocol):
+    name: str
+
+    async def get(self, keys: list[tuple[str, str | None]]) -> list[bytes | None]:
+        """Values of string keys (field None) or hash fields, in one round trip."""
+        ...
+
+    async def get_or_lease(
+        self, key: str, hash_field: str | None, token: str, lease_ms: int, key_ttl: int
+    ) -> tuple[LeaseState, bytes | None]: ...
+
+    async def fill(self, key: str, hash_field: str | None, token: str, value: bytes, ttl: int) -> bool:
+        """Store `value` only if the key still holds this token's lease."""
+        ...
+
+    async def release(self, key: str, hash_field: str | None, token: str) -> bool:
+        """Drop this token's lease; True if it was still there (no invalidation since it was taken)."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: int) -> bool: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+_LUA_READ = """
+local v
+if ARGV[1] == '' then v = redis.call('GET', KEYS[1]) else v = redis.call('HGET', KEYS[1], ARGV[1]) end
+"""
+
+GET_OR_LEASE_LUA = (
+    _LUA_READ
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if v then
+  if string.sub(v, 1, 13) ~= '{"__lease__":' then return {1, v} end
+  local until_ms = tonumber(string.match(v, '"until":(%d+)'))
+  if until_ms and until_ms > now then return {2} end
+end
+local lease_ms = tonumber(ARGV[3])
+local marker = '{"__lease__":"' .. ARGV[2] .. '","until":' .. (now + lease_ms) .. '}'
+if ARGV[1] == '' then
+  redis.call('SET', KEYS[1], marker, 'PX', lease_ms)
+else
+  redis.call('HSET', KEYS[1], ARGV[1], marker)
+  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+end
+return {0}
+"""
+)
+
+FILL_LUA = (
+    _LUA_READ
+    + """
+if not v then return 0 end
+local expected = '{"__lease__":"' .. ARGV[2] .. '",'
+if string.sub(v, 1, #expected) ~= expected then return 0 end
+if ARGV[1] == '' then
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+end
+return 1
+"""
+)
+
+RELEASE_LUA = (
+    _LUA_READ
+    + """
+if not v then return 0 end
+local expected = '{"__lease__":"' .. ARGV[2] .. '",'
+if string.sub(v, 1, #expected) ~= expected then return 0 end
+if ARGV[1] == '' then redis.call('DEL', KEYS[1]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+)
+
+
+class RedisBackend:
+    name = "redis"
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        timeout = settings.cache_op_timeout
+        # No retries: redis-py's default (3 retries with backoff) costs seconds per request while Redis is down.
+        self._pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.cache_pool_size,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self.client = Redis(connection_pool=self._pool)
+        self._get_or_lease = self.client.register_script(GET_OR_LEASE_LUA)
+        self._fill = self.client.register_script(FILL_LUA)
+        self._release = self.client.register_script(RELEASE_LUA)
+
+    async def get(self, keys: list[tuple[str, str | None]]) -> list[bytes | None]:
+        if len(keys) == 1:
+            key, hash_field = keys[0]
+            value = await (self.client.get(key) if hash_field is None else self.client.hget(key, hash_field))
+            return [value]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, hash_field in keys:
+                if hash_field is None:
+                    pipe.get(key)
+                else:
+                    pipe.hget(key, hash_field)
+            return list(await pipe.execute())
+
+    async def get_or_lease(
+        self, key: str, hash_field: str | None, token: str, lease_ms: int, key_ttl: int
+    ) -> tuple[LeaseState, bytes | None]:
+        result = await self._get_or_lease(keys=[key], args=[hash_field or "", token, lease_ms, key_ttl])
+        state = LeaseState(int(result[0]))
+        return state, (result[1] if state is LeaseState.hit else None)
+
+    async def fill(self, key: str, hash_field: str | None, token: str, value: bytes, ttl: int) -> bool:
+        return bool(await self._fill(keys=[key], args=[hash_field or "", token, value, ttl]))
+
+    async def release(self, key: str, hash_field: str | None, token: str) -> bool:
+        return bool(await self._release(keys=[key], args=[hash_field or "", token]))
+
+    async def set(self, key: str, value: bytes, ttl: int) -> bool:
+        return bool(await self.client.set(key, value, ex=ttl))
+
+    async def delete(self, keys: list[str]) -> None:
+        # One DEL per key in one pipeline: a multi-key DEL would span hash slots on Redis Cluster.
+        if len(keys) == 1:
+            await self.client.delete(keys[0])
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.delete(key)
+            await pipe.execute()
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self._pool.disconnect()
+
+
+@dataclass
+class _Entry:
+    value: bytes | dict[str, bytes]
+    expires_at: float | None
+
+
+class MemoryBackend:
+    """An in-process backend with Redis's semantics for the operations the cache uses (embedded default)."""
+
+    name = "memory"
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._data: dict[str, _Entry] = {}
+        self._max_keys = max_keys
+
+    def _entry(self, key: str) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+            del self._data[key]
+            return None
+        return entry
+
+    def _read(self, key: str, hash_field: str | None) -> bytes | None:
+        entry = self._entry(key)
+        if entry is None:
+            return None
+        if hash_field is None:
+            return entry.value if isinstance(entry.value, bytes) else None
+        return entry.value.get(hash_field) if isinstance(entry.value, dict) else None
+
+    def _write(self, key: str, hash_field: str | None, value: bytes, ttl: float | None, keep_ttl: bool = False) -> None:
+        if len(self._data) >= self._max_keys and key not in self._data:
+            self._evict()
+        now = time.monotonic()
+        if hash_field is None:
+            self._data[key] = _Entry(value, now + ttl if ttl is not None else None)
+            return
+        entry = self._entry(key)
+        if entry is None or not isinstance(entry.value, dict):
+            entry = _Entry({}, now + ttl if ttl is not None else None)
+            self._data[key] = entry
+        elif not keep_ttl and entry.expires_at is None and ttl is not None:
+            entry.expires_at = now + ttl
+        assert isinstance(entry.value, dict)
+        entry.value[hash_field] = value
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, e in self._data.items() if e.expires_at is not None and e.expires_at <= now]:
+            del self._data[key]
+        while len(self._data) >= self._max_keys:
+            self._data.pop(next(iter(self._data)))
+
+    async def get(self, keys: list[tuple[str, str | None]]) -> list[bytes | None]:
+        return [self._read(key, hash_field) for key, hash_field in keys]
+
+    async def get_or_lease(
+        self, key: str, hash_field: str | None, token: str, lease_ms: int, key_ttl: int
+    ) -> tuple[LeaseState, bytes | None]:
+        value = self._read(key, hash_field)
+        now_ms = int(time.time() * 1000)
+        if value is not None:
+            if not value.startswith(LEASE_PREFIX):
+                return LeaseState.hit, value
+            if _lease_until(value) > now_ms:
+                return LeaseState.held, None
+        marker = _lease_marker(token, now_ms + lease_ms)
+        if hash_field is None:
+            self._write(key, None, marker, lease_ms / 1000)
+        else:
+            self._write(key, hash_field, marker, key_ttl)
+        return LeaseState.granted, None
+
+    def _holds(self, key: str, hash_field: str | None, token: str) -> bool:
+        value = self._read(key, hash_field)
+        return value is not None and value.startswith(b'{"__lease__":"' + token.encode() + b'",')
+
+    async def fill(self, key: str, hash_field: str | None, token: str, value: bytes, ttl: int) -> bool:
+        if not self._holds(key, hash_field, token):
+            return False
+        self._write(key, hash_field, value, ttl)
+        return True
+
+    async def release(self, key: str, hash_field: str | None, token: str) -> bool:
+        if not self._holds(key, hash_field, token):
+            return False
+        entry = self._data[key]
+        if hash_field is None:
+            del self._data[key]
+        elif isinstance(entry.value, dict):
+            entry.value.pop(hash_field, None)
+        return True
+
+    async def set(self, key: str, value: bytes, ttl: int) -> bool:
+        self._write(key, None, value, ttl)
+        return True
+
+    async def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    def ttl(self, key: str) -> float | None:
+        entry = self._entry(key)
+        if entry is None or entry.expires_at is None:
+            return None
+        return entry.expires_at - time.monotonic()
+
+
+def _lease_marker(token: str, until_ms: int) -> bytes:
+    return b'{"__lease__":"%s","until":%d}' % (token.encode(), until_ms)
+
+
+def _lease_until(marker: bytes) -> int:
+    try:
+        return int(json.loads(marker).get("until", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Circuit breaker
+# --------------------------------------------------------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """Closed: calls go through. After `threshold` consecutive failures it opens and calls are skipped for
+    `cooldown` seconds; then one probe is let through (half-open) and its outcome closes or reopens it."""
+
+    def __init__(self, threshold: int, cooldown: float) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if self._probing or time.monotonic() - self.opened_at < self.cooldown:
+            return False
+        self._probing = True
+        return True
+
+    def record_success(self) -> bool:
+        """Returns True when this success closed an open breaker."""
+        was_open = self.opened_at is not None
+        self.failures = 0
+        self.opened_at = None
+        self._probing = False
+        return was_open
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self._probing or self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+        self._probing = False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Serialization
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def filter_user_data(user_data: Mapping[str, Any]) -> dict[str, Any]:
+    """Only allow-listed, non-secret fields of a user ever reach the cache."""
+    return {key: value for key, value in user_data.items() if key in USER_CACHE_FIELDS}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------------------------------------------
+
+Loader = Callable[[], Awaitable[Any]]
+FillHook = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class _Flight:
+    """One in-process load of a key; concurrent misses of the key wait for it instead of querying."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    db_started: bool = False
+    result: bytes | None = None
+    error: BaseException | None = None
+
+
+class RedisCache:
+    """The application's cache. `cache` below is its instance; the lifespan configures it from the settings."""
+
+    def __init__(self, settings: Settings | None = None, backend: Backend | None = None) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._breaker: CircuitBreaker | None = None
+        self._flights: dict[str, _Flight] = {}
+        self._pending: set[str] = set()
+        self._retry_task: asyncio.Task[None] | None = None
+        # Test hook: awaited between reading the database and filling the cache (fault injection).
+        self.before_fill: FillHook | None = None
+
+    # -- configuration -------------------------------------------------------------------------------------
+
+    def configure(self, settings: Settings, backend: Backend | None = None) -> None:
+        """(Re)bind to `settings`: Redis when a REDIS_* setting is present, else the in-process backend."""
+        self._settings = settings
+        if backend is None:
+            dsn = settings.redis_dsn
+            backend = RedisBackend(dsn, settings) if dsn else MemoryBackend()
+        self._backend = backend
+        self._breaker = CircuitBreaker(settings.cache_breaker_threshold, settings.cache_breaker_cooldown)
+        self._flights.clear()
+        self._pending.clear()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self.configure(get_settings())
+        assert self._settings is not None
+        return self._settings
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self.configure(self.settings)
+        assert self._backend is not None
+        return self._backend
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        if self._breaker is None:
+            self.configure(self.settings)
+        assert self._breaker is not None
+        return self._breaker
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.cache_enabled
+
+    @property
+    def pending_invalidations(self) -> frozenset[str]:
+        return frozenset(self._pending)
+
+    async def close(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._retry_task
+            self._retry_task = None
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                await self._backend.close()
+
+    # -- keys -------------------------------------------------------------------------------------------------
+
+    def user_key(self, user_id: int) -> str:
+        return f"{self.settings.cache_key_prefix}user:{user_id}"
+
+    def contact_key(self, contact_id: int, user_id: int) -> str:
+        return f"{self.settings.cache_key_prefix}contact:{contact_id}:user:{user_id}"
+
+    def contacts_key(self, user_id: int) -> str:
+        return f"{self.settings.cache_key_prefix}contacts:{user_id}"
+
+    # -- the guarded call -------------------------------------------------------------------------------------
+
+    async def _call(self, operation: Awaitable[Any]) -> Any:
+        """Run one backend round trip under the breaker and the operation timeout; CacheUnavailable on failure."""
+        breaker = self.breaker
+        if not breaker.allow():
+            if asyncio.iscoroutine(operation):
+                operation.close()
+            raise CircuitOpen("circuit open")
+        REDIS_ROUNDTRIPS.inc()
+        try:
+            async with asyncio.timeout(self.settings.cache_op_timeout * 2):
+                result = await operation
+        except (OSError, TimeoutError) as exc:
+            breaker.record_failure()
+            raise CacheUnavailable(str(exc)) from exc
+        except Exception as exc:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                breaker.record_failure()
+                raise CacheUnavailable(str(exc)) from exc
+            raise
+        if breaker.record_success() and self._pending:
+            self._start_retrying()
+        return result
+
+    def _usable(self, *keys: str) -> bool:
+        return self.enabled and not (self._pending and any(key in self._pending for key in keys))
+
+    # -- the documented API -----------------------------------------------------------------------------------
+
+    async def cache_user(self, user_id: int, user_data: Mapping[str, Any], ttl: int | None = None) -> bool:
+        """Cache a user's allow-listed fields under `user:{user_id}`. False if not stored."""
+        return await self._set(self.user_key(user_id), filter_user_data(user_data), ttl or self.settings.cache_user_ttl)
+
+    async def get_cached_user(self, user_id: int) -> dict[str, Any] | None:
+        return await self._get(Kind.user, self.user_key(user_id))
+
+    async def invalidate_user_cache(self, user_id: int) -> bool:
+        return await self.invalidate(self.user_key(user_id))
+
+    async def cache_contact(
+        self, contact_id: int, user_id: int, contact_data: Mapping[str, Any], ttl: int | None = None
+    ) -> bool:
+        return await self._set(
+            self.contact_key(contact_id, user_id), dict(contact_data), ttl or self.settings.cache_contact_ttl
+        )
+
+    async def get_cached_contact(self, contact_id: int, user_id: int) -> dict[str, Any] | None:
+        return await self._get(Kind.contact, self.contact_key(contact_id, user_id))
+
+    async def invalidate_contact_cache(self, contact_id: int, user_id: int) -> bool:
+        return await self.invalidate(self.contact_key(contact_id, user_id))
+
+    async def invalidate_user_contacts_cache(self, user_id: int) -> bool:
+        return await self.invalidate(self.contacts_key(user_id))
+
+    async def _set(self, key: str, data: Any, ttl: int) -> bool:
+        if not self._usable(key):
+            return False
+        try:
+            value = dumps(data)
+        except (TypeError, ValueError):
+            logger.exception("cache: cannot serialize the value for %s; not cached", key)
+            return False
+        try:
+            return bool(await self._call(self.backend.set(key, value, ttl)))
+        except CacheUnavailable:
+            return False
+
+    async def _get(self, kind: Kind, key: str) -> dict[str, Any] | None:
+        if not self._usable(key):
+            CACHE_REQUESTS.labels(kind, "bypass").inc()
+            return None
+        try:
+            (raw,) = await self._call(self.backend.get([(key, None)]))
+        except CacheUnavailable as exc:
+            CACHE_REQUESTS.labels(kind, "bypass" if isinstance(exc, CircuitOpen) else "error").inc()
+            return None
+        data = self._decode(raw)
+        CACHE_REQUESTS.labels(kind, "hit" if data is not None else "miss").inc()
+        return data
+
+    @staticmethod
+    def _decode(raw: bytes | None) -> Any:
+        if raw is None or raw.startswith(LEASE_PREFIX):
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            logger.warning("cache: undecodable value ignored")
+            return None
+
+    # -- invalidation ------------------------------------------------------------------------------------------
+
+    async def invalidate(self, *keys: str) -> bool:
+        """Delete `keys` (voiding any lease on them). On failure the keys stay pending: reads of them bypass
+        the cache and the deletion is retried in the background until it succeeds."""
+        key_list = list(keys)
+        if not key_list:
+            return True
+        try:
+            await self._call(self.backend.delete(key_list))
+        except CacheUnavailable:
+            CACHE_INVALIDATIONS.labels("deferred").inc()
+            self._pending.update(key_list)
+            self._start_retrying()
+            return False
+        CACHE_INVALIDATIONS.labels("done").inc()
+        self._pending.difference_update(key_list)
+        return True
+
+    def _start_retrying(self) -> None:
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry_pending())
+
+    async def _retry_pending(self) -> None:
+        delay = 0.05
+        while self._pending:
+            await asyncio.sleep(delay)
+            batch = list(self._pending)
+            try:
+                await self._call(self.backend.delete(batch))
+            except CacheUnavailable:
+                delay = min(delay * 2, 1.0)
+                continue
+            except Exception:
+                logger.exception("cache: retrying invalidations failed")
+                delay = min(delay * 2, 1.0)
+                continue
+            self._pending.difference_update(batch)
+            CACHE_INVALIDATIONS.labels("retried").inc(len(batch))
+
+    # -- read-through ------------------------------------------------------------------------------------------
+
+    async def prefetch(self, keys: list[tuple[str, str | None]]) -> list[bytes | None] | None:
+        """Read several keys in one round trip (the user and the contact of a request); None if unavailable."""
+        if not self.enabled:
+            return None
+        try:
+            return list(await self._call(self.backend.get(keys)))
+        except CacheUnavailable:
+            return None
+
+    async def read_through(
+        self,
+        kind: Kind,
+        key: str,
+        loader: Loader,
+        ttl: int,
+        hash_field: str | None = None,
+        prefetched: bytes | None = None,
+    ) -> bytes | None:
+        """The JSON of `key` (or of `hash_field` in the hash at `key`): from the cache when it holds it, else
+        from `loader` (a database read returning JSON-able data, or None for "not found"), filling the cache
+        under a lease. Concurrent misses of one key in this process share one load."""
+        if not self._usable(key):
+            CACHE_REQUESTS.labels(kind, "bypass").inc()
+            return _encode_or_none(await loader())
+        if prefetched is not None and not prefetched.startswith(LEASE_PREFIX):
+            CACHE_REQUESTS.labels(kind, "hit").inc()
+            return prefetched
+        flight_key = key if hash_field is None else f"{key}\x00{hash_field}"
+        for _attempt in range(3):
+            flight = self._flights.get(flight_key)
+            if flight is not None:
+                joined_before_db = not flight.db_started
+                await flight.done.wait()
+                if flight.error is None and joined_before_db:
+                    CACHE_REQUESTS.labels(kind, "hit").inc()
+                    return flight.result
+                # The load began before this reader: its row may predate a write acknowledged since. Only what
+                # the cache holds now is safe (see the invariant above), so look again.
+                continue
+            result, done = await self._lead(kind, flight_key, key, hash_field, loader, ttl)
+            if done:
+                return result
+        CACHE_REQUESTS.labels(kind, "bypass").inc()
+        return _encode_or_none(await loader())
+
+    async def _lead(
+        self, kind: Kind, flight_key: str, key: str, hash_field: str | None, loader: Loader, ttl: int
+    ) -> tuple[bytes | None, bool]:
+        flight = _Flight()
+        self._flights[flight_key] = flight
+        try:
+            result = await self._load(kind, flight, key, hash_field, loader, ttl)
+            flight.result = result
+            return result, True
+        except _Retry:
+            flight.error = _Retry()
+            return None, False
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            if self._flights.get(flight_key) is flight:
+                del self._flights[flight_key]
+            flight.done.set()
+
+    async def _load(
+        self, kind: Kind, flight: _Flight, key: str, hash_field: str | None, loader: Loader, ttl: int
+    ) -> bytes | None:
+        settings = self.settings
+        token = secrets.token_hex(8)
+        lease_ms = int(settings.cache_lease_ttl * 1000)
+        try:
+            state, raw = await self._call(self.backend.get_or_lease(key, hash_field, token, lease_ms, ttl))
+        except CacheUnavailable as exc:
+            CACHE_REQUESTS.labels(kind, "bypass" if isinstance(exc, CircuitOpen) else "error").inc()
+            flight.db_started = True
+            return _encode_or_none(await loader())
+        if state is LeaseState.hit:
+            CACHE_REQUESTS.labels(kind, "hit").inc()
+            return raw
+        CACHE_REQUESTS.labels(kind, "miss").inc()
+        if state is LeaseState.held:
+            found = await self._wait_for_fill(key, hash_field)
+            if found is not None:
+                return found
+            raise _Retry
+        flight.db_started = True
+        data = await loader()
+        if data is None:
+            with contextlib.suppress(CacheUnavailable):
+                await self._call(self.backend.release(key, hash_field, token))
+            return None
+        try:
+            value = dumps(data)
+        except (TypeError, ValueError):
+            logger.exception("cache: cannot serialize %s; served uncached", key)
+            with contextlib.suppress(CacheUnavailable):
+                await self._call(self.backend.release(key, hash_field, token))
+            return json.dumps(data, default=str).encode()
+        if self.before_fill is not None:
+            await self.before_fill(key)
+        try:
+            stored = await self._call(self.backend.fill(key, hash_field, token, value, ttl))
+        except CacheUnavailable:
+            CACHE_FILLS.labels("error").inc()
+        else:
+            CACHE_FILLS.labels("stored" if stored else "refused").inc()
+        return value
+
+    async def _wait_for_fill(self, key: str, hash_field: str | None) -> bytes | None:
+        """Another process holds the lease: poll briefly for its fill. None if it did not come (or was voided)."""
+        deadline = time.monotonic() + self.settings.cache_lease_wait
+        delay = 0.002
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+            try:
+                (raw,) = await self._call(self.backend.get([(key, hash_field)]))
+            except CacheUnavailable:
+                return None
+            if raw is None:
+                return None  # the lease was voided by a write or expired: take a new one
+            if not raw.startswith(LEASE_PREFIX):
+                return raw
+        return None
+
+    # -- health ---------------------------------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self.backend.ping()))
+        except CacheUnavailable:
+            return False
+        except Exception:
+            return False
+
+
+class _Retry(Exception):
+    """Internal: the load could not complete consistently; the reader starts over."""
+
+
+def _encode_or_none(data: Any) -> bytes | None:
+    if data is None:
+        return None
+    return dumps(data)
+
+
+def hit_ratios(samples: Iterable[tuple[str, str, float]]) -> dict[str, float]:
+    """Hit ratio per kind from (kind, result, count) samples."""
+    totals: dict[str, list[float]] = {}
+    for kind, result, value in samples:
+        hits_total = totals.setdefault(kind, [0.0, 0.0])
+        if result == "hit":
+            hits_total[0] += value
+        if result in ("hit", "miss"):
+            hits_total[1] += value
+    return {kind: (hits / total if total else 0.0) for kind, (hits, total) in totals.items()}
+
+
+cache = RedisCache()

@@ -1,0 +1,98 @@
+"""Application settings, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from fastapi import Depends
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-insecure-change-me-0123456789abcdef"  # noqa: S105 - the development default, refused in production
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads; names match the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    app_name: str = "Contacts API"
+    log_level: str = "INFO"
+
+    # Database: an embedded SQLite file unless DATABASE_URL names PostgreSQL.
+    database_url: str = "sqlite+aiosqlite:///./contacts.db"
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a connection or a statement.")
+
+    # Cache: Redis when any REDIS_* setting is given, else an in-process backend.
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_password: SecretStr | None = None
+    redis_db: int = Field(default=0, ge=0)
+    cache_enabled: bool = True
+    cache_key_prefix: str = ""
+    cache_user_ttl: int = Field(default=3600, ge=1)
+    cache_contact_ttl: int = Field(default=1800, ge=1)
+    cache_contacts_list_ttl: int = Field(default=1800, ge=1)
+    cache_op_timeout: float = Field(default=0.05, gt=0, description="Seconds any one Redis operation may take.")
+    cache_lease_ttl: float = Field(default=2.0, gt=0, description="Seconds a cache-miss lease lives.")
+    cache_lease_wait: float = Field(default=0.25, ge=0, description="Seconds a reader waits for another's fill.")
+    cache_breaker_threshold: int = Field(default=3, ge=1)
+    cache_breaker_cooldown: float = Field(default=1.0, gt=0)
+    cache_pool_size: int = Field(default=50, ge=1)
+
+    # Tokens
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "contacts-api"
+    access_token_ttl: int = Field(default=900, ge=1)
+    refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=1)
+
+    # Passwords: argon2id; OWASP minimum is m=19 MiB, t=2, p=1.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_cost: int = Field(default=19456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            secret = self.jwt_secret.get_secret_value()
+            if secret == DEV_JWT_SECRET or len(secret) < 32:
+                raise ValueError("JWT_SECRET must be set to a random value of at least 32 characters in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def redis_dsn(self) -> str | None:
+        """The Redis URL to use, or None for the in-process cache backend."""
+        if self.redis_url:
+            return self.redis_url
+        if self.model_fields_set & {"redis_host", "redis_port", "redis_password", "redis_db"}:
+            host = self.redis_host or "127.0.0.1"
+            auth = f":{self.redis_password.get_secret_value()}@" if self.redis_password else ""
+            return f"redis://{auth}{host}:{self.redis_port}/{self.redis_db}"
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,173 @@
+"""Database engine, sessions and the per-request unit of work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from prometheus_client import Counter
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+from app.core.config import Settings
+from app.core.errors import AppError
+
+logger = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there too).
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+DB_QUERIES = Counter("contacts_api_db_queries", "SQL statements sent to the database")
+
+
+class QueryCounter:
+    """Counts statements sent by this process; tests and benchmarks read deltas of it."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def increment(self) -> None:
+        self.value += 1
+        DB_QUERIES.inc()
+
+
+query_counter = QueryCounter()
+
+
+def _count_query(*_: Any) -> None:
+    query_counter.increment()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.database_url
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    if settings.is_sqlite:
+        kwargs["connect_args"] = {"timeout": settings.database_timeout}
+    else:
+        kwargs.update(
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_timeout,
+            pool_recycle=1800,
+            connect_args={
+                "timeout": settings.database_timeout,
+                "command_timeout": settings.database_timeout * 2,
+                "server_settings": {"application_name": "contacts-api"},
+            },
+        )
+    engine = create_async_engine(url, **kwargs)
+    sync_engine: Engine = engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", _count_query)
+    if settings.is_sqlite:
+        event.listen(sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        engine = create_engine(settings)
+        return cls(engine, async_sessionmaker(engine, expire_on_commit=False, autoflush=False))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+AfterCommit = Callable[[], Awaitable[Any]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the session's transaction has committed (cache invalidation lives here)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run the after-commit callbacks registered during the transaction, in order."""
+    await session.commit()
+    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            logger.exception("after-commit callback failed")
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One request, one unit of work: commit on success (before the response is sent), roll back on error."""
+    database: Database = request.app.state.db
+    async with database.sessionmaker() as session:
+        try:
+            yield session
+        except AppError as exc:
+            if exc.keep_changes:
+                await commit(session)
+            else:
+                await _rollback(session)
+            raise
+        except BaseException:
+            await _rollback(session)
+            raise
+        await commit(session)
+
+
+async def _rollback(session: AsyncSession) -> None:
+    session.info.pop("after_commit", None)
+    await asyncio.shield(session.rollback())
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

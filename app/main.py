@@ -1,0 +1,97 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import text
+
+from app.auth.router import router as auth_router
+from app.contacts.router import router as contacts_router
+from app.core.cache import cache
+from app.core.config import Settings, get_settings
+from app.core.db import Database
+from app.core.errors import install_error_handlers
+from app.core.metrics import CONTENT_TYPE, render_metrics
+from app.users.router import router as users_router
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+async def _database_ok(database: Database, timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            async with database.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    """Build the application. Tests pass their own settings and database; production reads the environment."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owns_database = database is None
+        app.state.db = database or Database.from_settings(settings)
+        cache.configure(settings)
+        # Objects alive after start-up never die: keep them out of the collector's full passes (see
+        # performance-facts: this cuts p99 pauses from ~85 ms to a few ms).
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await cache.close()
+            if owns_database:
+                await app.state.db.dispose()
+
+    app = FastAPI(
+        title=settings.app_name,
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Multi-user contacts service with a Redis cache that is never staler than its database.",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.include_router(auth_router, prefix=API_PREFIX)
+    app.include_router(users_router, prefix=API_PREFIX)
+    app.include_router(contacts_router, prefix=API_PREFIX)
+
+    @app.get("/health", tags=["ops"])
+    async def health(request: Request, response: Response) -> dict[str, Any]:
+        """Liveness and readiness: 503 only when the database does not answer; a cache outage is `degraded`."""
+        db_ok = await _database_ok(request.app.state.db, settings.database_timeout)
+        cache_ok = await cache.ping()
+        if not db_ok:
+            response.status_code = 503
+        return {
+            "status": "ok" if db_ok and cache_ok else "degraded",
+            "database": {"ok": db_ok},
+            "cache": {"backend": cache.backend.name, "ok": cache_ok},
+        }
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics: cache hits, misses, errors and bypasses per kind, hit ratio, queries, round trips."""
+        return Response(render_metrics(), media_type=CONTENT_TYPE)
+
+    return app

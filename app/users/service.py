@@ -1,0 +1,97 @@
+"""Users: registration, look-ups through the cache, and changes that invalidate it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.cache import Kind, cache
+from app.core.config import Settings
+from app.core.db import after_commit
+from app.core.errors import Conflict, NotFound
+from app.core.security import hash_password
+from app.users import repository
+from app.users.models import Role, User
+from app.users.schemas import AuthUser
+
+
+class EmailAlreadyRegistered(Conflict):
+    """A user with this email already exists."""
+
+
+class UserNotFound(NotFound):
+    """User not found."""
+
+
+def auth_user(user: User) -> AuthUser:
+    return AuthUser.model_validate(user)
+
+
+async def get_user_by_id_with_cache(
+    db: AsyncSession, user_id: int, *, prefetched: bytes | None = None
+) -> AuthUser | None:
+    """The user, read through the `user:{id}` cache key (only non-secret fields are cached)."""
+
+    async def load() -> dict[str, Any] | None:
+        user = await repository.get_by_id(db, user_id)
+        return auth_user(user).model_dump(mode="json") if user else None
+
+    raw = await cache.read_through(
+        Kind.user, cache.user_key(user_id), load, cache.settings.cache_user_ttl, prefetched=prefetched
+    )
+    if raw is None:
+        return None
+    try:
+        return AuthUser.model_validate_json(raw)
+    except ValueError:
+        # Something other than our read-through wrote this key (e.g. a partial `cache_user`): ignore it.
+        loaded = await load()
+        return AuthUser.model_validate(loaded) if loaded else None
+
+
+def invalidate_user_after_commit(db: AsyncSession, user_id: int) -> None:
+    """Every change to a user invalidates `user:{id}` once the transaction has committed."""
+    after_commit(db, lambda: cache.invalidate_user_cache(user_id))
+
+
+async def register_user(db: AsyncSession, settings: Settings, email: str, password: str) -> User:
+    email = email.lower()
+    if await repository.get_by_email(db, email) is not None:
+        raise EmailAlreadyRegistered
+    hashed = await hash_password(settings, password)
+    try:
+        return await repository.add(db, User(email=email, hashed_password=hashed, role=Role.user))
+    except repository.EmailTaken as exc:
+        raise EmailAlreadyRegistered from exc
+
+
+async def get_user_by_email(db: AsyncSession, email: str) -> User | None:
+    return await repository.get_by_email(db, email)
+
+
+async def get_user(db: AsyncSession, user_id: int) -> User:
+    user = await repository.get_by_id(db, user_id)
+    if user is None:
+        raise UserNotFound
+    return user
+
+
+async def update_user(db: AsyncSession, user: User, **changes: Any) -> User:
+    """Apply `changes` to `user`; sessions end when the password, role or active flag changes."""
+    ends_sessions = any(
+        name in changes and getattr(user, name) != value
+        for name, value in changes.items()
+        if name in ("hashed_password", "role", "is_active")
+    )
+    for name, value in changes.items():
+        setattr(user, name, value)
+    if ends_sessions:
+        user.token_version += 1
+    await db.flush()
+    invalidate_user_after_commit(db, user.id)
+    return user
+
+
+async def get_user_by_id(db: AsyncSession, user_id: int) -> User | None:
+    return await repository.get_by_id(db, user_id)

