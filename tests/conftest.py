@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,8 @@ from app.core.config import Settings, get_settings
 from app.core.db import Database
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
-from tests.servers import EmbeddedPostgres, RedisProcess, port_open
+from app.core.rate_limit import RateLimiter
+from tests.servers import EmbeddedPostgres, RedisProcess, free_port, port_open
 
 TEST_REDIS_DB = 13
 TABLES = ("refresh_tokens", "contacts", "users")
@@ -136,9 +140,68 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+class Mailbox:
+    """Messages received by the in-process SMTP server."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        message = BytesParser(policy=default_policy).parsebytes(envelope.content)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    async def wait_for(self, to: str, count: int = 1, timeout: float = 5.0) -> list[EmailMessage]:
+        """The messages to `to`, once at least `count` have arrived."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = [m for m in self.messages if to.lower() in str(m["To"]).lower()]
+            if len(found) >= count:
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no {count} message(s) to {to} within {timeout} s; got {len(found)}")
+            await asyncio.sleep(0.02)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address.lower() in str(m["To"]).lower()]
+
+
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str) -> Settings:
-    return make_settings(database_url=database_url, redis_url=redis_url)
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    """A real SMTP server (aiosmtpd) in this process; the app sends its mail here."""
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Mailbox, int], clean: None) -> Mailbox:
+    box = smtp_server[0]
+    box.messages.clear()
+    return box
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, redis_url: str, smtp_server: tuple[Mailbox, int], tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    return make_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server[1],
+        smtp_tls="none",
+        public_base_url="http://contacts.test",
+        media_root=str(tmp_path_factory.mktemp("media")),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +244,9 @@ async def clean(app: Any, database: Database, redis_client: Redis, settings: Set
     await redis_client.flushdb()
     await cache.close()
     cache.configure(settings)
+    app.state.rate_limiter = RateLimiter(settings)
     yield
+    await app.state.mailer.drain()
     cache.before_fill = None
 
 

@@ -4,7 +4,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from app.core.schemas import MAX_EMAIL_LENGTH, MAX_PASSWORD_BYTES, StrictModel, password_bytes, storable
+from app.core.schemas import (
+    MAX_EMAIL_LENGTH,
+    MAX_PASSWORD_BYTES,
+    Email,
+    Password,
+    StrictModel,
+    password_bytes,
+    storable,
+)
 
 TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
@@ -35,3 +43,21 @@ class LoginForm(BaseModel):
     ]
     grant_type: Annotated[str | None, Field(pattern="^password$")] = None
     scope: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class EmailRequest(StrictModel):
+    email: Email
+
+
+class ResetPasswordRequest(StrictModel):
+    token: TokenString
+    new_password: Password
+
+
+class ChangePasswordRequest(StrictModel):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_BYTES)]
+    new_password: Password
+
+
+class Message(BaseModel):
+    detail: str

@@ -1,6 +1,9 @@
-"""Login, token refresh with rotation and reuse detection, logout."""
+"""Login, token refresh with rotation and reuse detection, logout, email verification, password reset."""
 
 from __future__ import annotations
+
+import hmac
+from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -8,8 +11,9 @@ from app.auth import repository, tokens
 from app.auth.schemas import TokenPair
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import Forbidden, Unauthorized
-from app.core.security import InvalidToken, TokenPurpose, decode_token, verify_password
+from app.core.email import Mail, Mailer
+from app.core.errors import AppError, Forbidden, Unauthorized
+from app.core.security import InvalidToken, TokenPurpose, decode_token, hash_password, verify_password
 from app.users import service as users_service
 from app.users.models import User
 
@@ -22,6 +26,10 @@ class InactiveUser(Forbidden):
     """This account is deactivated."""
 
 
+class EmailNotVerified(Forbidden):
+    """Verify your email address before logging in; a new link can be requested at /auth/resend-verification."""
+
+
 class InvalidRefreshToken(Unauthorized):
     """The refresh token is invalid, expired or revoked."""
 
@@ -30,6 +38,21 @@ class RefreshTokenReused(InvalidRefreshToken):
     """The refresh token was already used; every session of this login has been ended."""
 
     keep_changes = True  # the family's revocation must be committed although the request fails
+
+
+class InvalidVerificationToken(AppError):
+    """The verification link is invalid or expired; request a new one."""
+
+    status_code = 400
+
+
+class InvalidResetToken(AppError):
+    """The reset link is invalid, expired or already used; request a new one."""
+
+    status_code = 400
+
+
+# -- sessions -----------------------------------------------------------------------------------------------
 
 
 async def issue_tokens(db: AsyncSession, settings: Settings, user: User, family_id: str | None = None) -> TokenPair:
@@ -47,6 +70,8 @@ async def authenticate(db: AsyncSession, settings: Settings, email: str, passwor
         raise InvalidCredentials
     if not user.is_active:
         raise InactiveUser
+    if settings.require_email_verification and not user.is_verified:
+        raise EmailNotVerified
     return user
 
 
@@ -86,3 +111,112 @@ async def logout(db: AsyncSession, settings: Settings, refresh_token: str) -> No
     if record is None or record.user_id != int(claims["sub"]):
         raise InvalidRefreshToken
     await repository.revoke_family(db, record.family_id)
+
+
+async def end_sessions(db: AsyncSession, user: User) -> None:
+    """Revoke every refresh token of `user` (access tokens die with the token_version bump)."""
+    await repository.revoke_all_for_user(db, user.id)
+
+
+# -- email verification ----------------------------------------------------------------------------------------
+
+
+def _link(settings: Settings, path: str, token: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}{path}?token={quote(token)}"
+
+
+def send_verification(settings: Settings, mailer: Mailer, user: User) -> None:
+    link = _link(settings, "/api/v1/auth/verify-email", tokens.verify_email_token(settings, user.id, user.email))
+    mailer.send_later(
+        Mail(
+            to=user.email,
+            subject="Confirm your email address",
+            body=f"Welcome to {settings.app_name}.\n\nConfirm your email address by opening this link:\n{link}\n\n"
+            "If you did not create an account, ignore this message.\n",
+        )
+    )
+
+
+async def register(db: AsyncSession, settings: Settings, mailer: Mailer, email: str, password: str) -> User:
+    user = await users_service.register_user(db, settings, email, password)
+    send_verification(settings, mailer, user)
+    return user
+
+
+async def verify_email(db: AsyncSession, settings: Settings, token: str) -> User:
+    try:
+        claims = decode_token(settings, token, TokenPurpose.verify_email)
+    except InvalidToken as exc:
+        raise InvalidVerificationToken from exc
+    user = await users_service.get_user_by_id(db, int(claims["sub"]))
+    if user is None or claims.get("email") != user.email:
+        raise InvalidVerificationToken
+    if not user.is_verified:
+        await users_service.update_user(db, user, is_verified=True)
+    return user
+
+
+async def resend_verification(db: AsyncSession, settings: Settings, mailer: Mailer, email: str) -> None:
+    """Always succeeds from the caller's view; mails only an existing, active, unverified account."""
+    user = await users_service.get_user_by_email(db, email)
+    if user is not None and user.is_active and not user.is_verified:
+        send_verification(settings, mailer, user)
+
+
+# -- password reset --------------------------------------------------------------------------------------------
+
+
+async def forgot_password(db: AsyncSession, settings: Settings, mailer: Mailer, email: str) -> None:
+    """Always succeeds from the caller's view (same answer, same work on the request path)."""
+    user = await users_service.get_user_by_email(db, email)
+    if user is None or not user.is_active:
+        return
+    link = _link(settings, "/reset-password", tokens.reset_password_token(settings, user.id, user.hashed_password))
+    minutes = settings.reset_token_ttl // 60
+    mailer.send_later(
+        Mail(
+            to=user.email,
+            subject="Reset your password",
+            body=f"Someone asked to reset the password of your {settings.app_name} account.\n\n"
+            f"Reset it within {minutes} minutes at:\n{link}\n\n"
+            "POST the token from this link with your new password to /api/v1/auth/reset-password.\n"
+            "If it was not you, ignore this message: your password stays as it is.\n",
+        )
+    )
+
+
+async def reset_password(db: AsyncSession, settings: Settings, token: str, new_password: str) -> None:
+    try:
+        claims = decode_token(settings, token, TokenPurpose.reset_password)
+    except InvalidToken as exc:
+        raise InvalidResetToken from exc
+    user = await users_service.get_user_by_id(db, int(claims["sub"]))
+    if user is None or not user.is_active:
+        raise InvalidResetToken
+    expected = tokens.password_fingerprint(settings, user.hashed_password)
+    if not hmac.compare_digest(str(claims.get("pwd", "")), expected):
+        raise InvalidResetToken  # used already, or the password changed since it was issued
+    await set_password(db, settings, user, new_password)
+
+
+async def set_password(db: AsyncSession, settings: Settings, user: User, new_password: str) -> None:
+    """Change the password and end every existing session."""
+    await users_service.update_user(db, user, hashed_password=await hash_password(settings, new_password))
+    await end_sessions(db, user)
+
+
+async def change_password(
+    db: AsyncSession, settings: Settings, user_id: int, current_password: str, new_password: str
+) -> TokenPair:
+    """Change the password (the current one must be given). Every session ends; this one gets a new pair."""
+    user = await users_service.get_user(db, user_id)
+    if not await verify_password(settings, current_password, user.hashed_password):
+        raise WrongCurrentPassword
+    await set_password(db, settings, user, new_password)
+    return await issue_tokens(db, settings, user)
+
+
+class WrongCurrentPassword(AppError):
+    """The current password is incorrect."""
+
+    status_code = 400

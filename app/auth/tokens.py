@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,3 +37,23 @@ def refresh_token(
 
 def refresh_expiry(settings: Settings) -> datetime:
     return utcnow() + timedelta(seconds=settings.refresh_token_ttl)
+
+
+def password_fingerprint(settings: Settings, hashed_password: str) -> str:
+    """Ties a reset token to the password it replaces: once the password changes, the token is dead."""
+    key = settings.jwt_secret.get_secret_value().encode()
+    return hmac.new(key, hashed_password.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def verify_email_token(settings: Settings, user_id: int, email: str) -> str:
+    return create_token(settings, TokenPurpose.verify_email, str(user_id), settings.verify_token_ttl, email=email)
+
+
+def reset_password_token(settings: Settings, user_id: int, hashed_password: str) -> str:
+    return create_token(
+        settings,
+        TokenPurpose.reset_password,
+        str(user_id),
+        settings.reset_token_ttl,
+        pwd=password_fingerprint(settings, hashed_password),
+    )

@@ -2,16 +2,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.auth.dependencies import CurrentUser
 from app.contacts import service
 from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate, SearchQuery
+from app.core.config import SettingsDep
 from app.core.db import SessionDep
+from app.core.rate_limit import enforce
 from app.core.openapi import errors
 from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
 
-router = APIRouter(prefix="/contacts", tags=["contacts"])
+
+
+async def limit_contact_requests(request: Request, user: CurrentUser, settings: SettingsDep) -> None:
+    """Per-user limits: one budget for reads, one for writes."""
+    if request.method in ("GET", "HEAD"):
+        await enforce(request, settings.rate_limit_contacts_read, "contacts-read", str(user.id))
+    else:
+        await enforce(request, settings.rate_limit_contacts_write, "contacts-write", str(user.id))
+
+
+router = APIRouter(prefix="/contacts", tags=["contacts"], dependencies=[Depends(limit_contact_requests)])
 
 ContactId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The contact's id")]
 Skip = Annotated[int, Query(ge=0, le=MAX_SKIP)]
@@ -23,7 +35,7 @@ def _json(raw: bytes, status_code: int = 200) -> Response:
     return Response(content=raw, status_code=status_code, media_type="application/json")
 
 
-@router.get("", response_model=Page[ContactRead], responses=errors(401, 403))
+@router.get("", response_model=Page[ContactRead], responses=errors(401, 403, 429))
 async def list_contacts(
     user: CurrentUser,
     session: SessionDep,
@@ -36,7 +48,7 @@ async def list_contacts(
     return _json(await service.get_contacts_json(session, user.id, skip, limit, q))
 
 
-@router.get("/birthdays", response_model=Page[ContactRead], responses=errors(401, 403))
+@router.get("/birthdays", response_model=Page[ContactRead], responses=errors(401, 403, 429))
 async def upcoming_birthdays(
     user: CurrentUser,
     session: SessionDep,
@@ -49,13 +61,13 @@ async def upcoming_birthdays(
     return _json(await service.get_birthdays_json(session, user.id, days, skip, limit))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ContactRead, responses=errors(401, 403, 409))
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ContactRead, responses=errors(401, 403, 429, 409))
 async def create_contact(body: ContactCreate, user: CurrentUser, session: SessionDep) -> dict[str, object]:
     """Add a contact to your address book. Emails are unique per address book, ignoring case."""
     return await service.create_contact(session, user.id, body)
 
 
-@router.get("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 404))
+@router.get("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 429, 404))
 async def read_contact(contact_id: ContactId, user: CurrentUser, session: SessionDep, request: Request) -> Response:
     """One of your contacts. Another user's contact answers 404."""
     prefetched = getattr(request.state, "prefetched_contact", None)
@@ -65,7 +77,7 @@ async def read_contact(contact_id: ContactId, user: CurrentUser, session: Sessio
     return _json(raw)
 
 
-@router.put("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 404, 409))
+@router.put("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 429, 404, 409))
 async def replace_contact(
     contact_id: ContactId, body: ContactCreate, user: CurrentUser, session: SessionDep
 ) -> dict[str, object]:
@@ -73,7 +85,7 @@ async def replace_contact(
     return await service.update_contact(session, contact_id, user.id, body, partial=False)
 
 
-@router.patch("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 404, 409))
+@router.patch("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 429, 404, 409))
 async def update_contact(
     contact_id: ContactId, body: ContactUpdate, user: CurrentUser, session: SessionDep
 ) -> dict[str, object]:
@@ -81,7 +93,7 @@ async def update_contact(
     return await service.update_contact(session, contact_id, user.id, body, partial=True)
 
 
-@router.delete("/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 404))
+@router.delete("/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 429, 404))
 async def delete_contact(contact_id: ContactId, user: CurrentUser, session: SessionDep) -> None:
     """Delete a contact."""
     await service.delete_contact(session, contact_id, user.id)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-insecure-change-me-0123456789abcdef"  # noqa: S105 - the development default, refused in production
 
@@ -57,13 +57,73 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = Field(default=19456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
 
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Public address of the service, used in links sent by email (never the request's Host header).
+    public_base_url: str = "http://127.0.0.1:8000"
 
-    @field_validator("cors_origins", mode="before")
+    # Accounts
+    require_email_verification: bool = True
+    verify_token_ttl: int = Field(default=48 * 3600, ge=60)
+    reset_token_ttl: int = Field(default=3600, ge=60)
+
+    # Email: SMTP when SMTP_HOST is set, else messages (with their links) go to the log.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Contacts API <no-reply@localhost>"
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_timeout: float = Field(default=10.0, gt=0)
+
+    # Rate limits ("N/second|minute|hour|day"), per client IP, per account or per user.
+    rate_limit_enabled: bool = True
+    rate_limit_login_ip: str = "10/minute"
+    rate_limit_login_account: str = "20/hour"
+    rate_limit_register_ip: str = "20/hour"
+    rate_limit_account_email: str = "5/hour"
+    rate_limit_account_email_ip: str = "20/hour"
+    rate_limit_contacts_read: str = "600/minute"
+    rate_limit_contacts_write: str = "120/minute"
+    # Peers whose X-Forwarded-For is believed (addresses or networks); empty: the socket's address counts.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Avatars
+    media_root: str = "./media"
+    avatar_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    avatar_max_pixels: int = Field(default=25_000_000, ge=1)
+    avatar_size: int = Field(default=256, ge=16, le=2048)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator(
+        "rate_limit_login_ip",
+        "rate_limit_login_account",
+        "rate_limit_register_ip",
+        "rate_limit_account_email",
+        "rate_limit_account_email_ip",
+        "rate_limit_contacts_read",
+        "rate_limit_contacts_write",
+    )
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # raises ValueError on a malformed limit
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
         return value
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,3 +29,15 @@ async def add(session: AsyncSession, user: User) -> User:
     except IntegrityError as exc:
         raise EmailTaken from exc
     return user
+
+
+async def list_page(session: AsyncSession, skip: int, limit: int, role: str | None) -> tuple[list[User], int]:
+    where = [User.role == role] if role else []
+    total = await session.scalar(select(func.count()).select_from(User).where(*where))
+    result = await session.execute(select(User).where(*where).order_by(User.id).offset(skip).limit(limit))
+    return list(result.scalars()), int(total or 0)
+
+
+async def remove(session: AsyncSession, user: User) -> None:
+    await session.delete(user)
+    await session.flush()

@@ -1,15 +1,91 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.auth.dependencies import CurrentUser
+from fastapi import APIRouter, File, Path, Query, UploadFile, status
+
+from app.auth import service as auth_service
+from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth.schemas import ChangePasswordRequest, TokenPair
+from app.core.config import SettingsDep
+from app.core.db import SessionDep
+from app.core.dependencies import StorageDep
+from app.core.errors import PayloadTooLarge
 from app.core.openapi import errors
-from app.users.schemas import UserRead
+from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
+from app.users import service
+from app.users.models import Role
+from app.users.schemas import AdminUserUpdate, UserRead
 
 router = APIRouter(prefix="/users", tags=["users"])
+admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
+
+UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/me", response_model=UserRead, responses=errors(401, 403))
 async def read_me(user: CurrentUser) -> UserRead:
     """The authenticated user."""
     return user
+
+
+@router.put("/me/password", response_model=TokenPair, responses=errors(400, 401, 403))
+async def change_password(
+    body: ChangePasswordRequest, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    """Change your password. Every existing session ends; the response holds a new pair for this one."""
+    return await auth_service.change_password(session, settings, user.id, body.current_password, body.new_password)
+
+
+@router.put("/me/avatar", response_model=UserRead, responses=errors(401, 403, 413, 415))
+async def upload_avatar(
+    file: Annotated[UploadFile, File(description="A PNG, JPEG, WebP or GIF image")],
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> UserRead:
+    """Upload an avatar; it is checked, resized and served from `avatar_url`."""
+    data = await file.read(settings.avatar_max_bytes + 1)
+    if len(data) > settings.avatar_max_bytes:
+        raise PayloadTooLarge(f"The image must be at most {settings.avatar_max_bytes} bytes.")
+    updated = await service.set_avatar(session, settings, storage, user.id, data)
+    return UserRead.model_validate(updated)
+
+
+@router.delete("/me/avatar", response_model=UserRead, responses=errors(401, 403))
+async def delete_avatar(user: CurrentUser, session: SessionDep, storage: StorageDep) -> UserRead:
+    """Remove your avatar."""
+    return UserRead.model_validate(await service.remove_avatar(session, storage, user.id))
+
+
+@admin_router.get("", response_model=Page[UserRead], responses=errors(401, 403))
+async def list_users(
+    _: AdminUser,
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    role: Role | None = None,
+) -> Page[UserRead]:
+    """Every account, in id order, optionally only those of one role. Administrators only."""
+    users, total = await service.list_users(session, skip, limit, role)
+    return Page[UserRead](items=[UserRead.model_validate(u) for u in users], total=total, skip=skip, limit=limit)
+
+
+@admin_router.get("/{user_id}", response_model=UserRead, responses=errors(401, 403, 404))
+async def read_user(user_id: UserId, _: AdminUser, session: SessionDep) -> UserRead:
+    """One account. Administrators only."""
+    return UserRead.model_validate(await service.get_user(session, user_id))
+
+
+@admin_router.patch("/{user_id}", response_model=UserRead, responses=errors(401, 403, 404))
+async def update_user(user_id: UserId, body: AdminUserUpdate, admin: AdminUser, session: SessionDep) -> UserRead:
+    """Set another account's role or active flag; either change ends that account's sessions at once."""
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    return UserRead.model_validate(await service.admin_update_user(session, admin.id, user_id, changes))
+
+
+@admin_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 404))
+async def delete_user(user_id: UserId, admin: AdminUser, session: SessionDep) -> None:
+    """Delete another account and all its contacts."""
+    await service.delete_user(session, admin.id, user_id)

@@ -31,3 +31,10 @@ class AuthUser(UserRead):
     """The user as authentication needs it, and as it is cached under `user:{id}` (all fields non-secret)."""
 
     token_version: int
+
+
+class AdminUserUpdate(StrictModel):
+    """What an administrator may change on another account."""
+
+    role: Role | None = None
+    is_active: bool | None = None

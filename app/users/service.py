@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,9 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.cache import Kind, cache
 from app.core.config import Settings
 from app.core.db import after_commit
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.storage import Storage
 from app.core.security import hash_password
+from app.contacts import service as contacts_service
 from app.users import repository
+from app.users.avatars import make_avatar
 from app.users.models import Role, User
 from app.users.schemas import AuthUser
 
@@ -95,3 +100,64 @@ async def update_user(db: AsyncSession, user: User, **changes: Any) -> User:
 
 async def get_user_by_id(db: AsyncSession, user_id: int) -> User | None:
     return await repository.get_by_id(db, user_id)
+
+
+# -- administration ------------------------------------------------------------------------------------------
+
+
+class CannotChangeOwnAccount(Forbidden):
+    """Administrators cannot change their own role or active flag, nor delete themselves here."""
+
+
+async def list_users(db: AsyncSession, skip: int, limit: int, role: Role | None) -> tuple[list[User], int]:
+    return await repository.list_page(db, skip, limit, role.value if role else None)
+
+
+async def admin_update_user(
+    db: AsyncSession, actor_id: int, user_id: int, changes: dict[str, Any]
+) -> User:
+    """Set role and/or is_active of another user; a change of either ends that user's sessions."""
+    if user_id == actor_id and changes:
+        raise CannotChangeOwnAccount
+    user = await get_user(db, user_id)
+    return await update_user(db, user, **changes)
+
+
+async def delete_user(db: AsyncSession, actor_id: int, user_id: int) -> None:
+    """Delete a user and their contacts; every cache key of theirs is invalidated after the commit."""
+    if user_id == actor_id:
+        raise CannotChangeOwnAccount
+    user = await get_user(db, user_id)
+    contact_ids = await contacts_service.contact_ids_of_user(db, user_id)
+    await repository.remove(db, user)
+    keys = [cache.user_key(user_id), cache.contacts_key(user_id)]
+    keys += [cache.contact_key(contact_id, user_id) for contact_id in contact_ids]
+    after_commit(db, lambda: cache.invalidate(*keys))
+
+
+# -- avatars -------------------------------------------------------------------------------------------------
+
+
+async def set_avatar(db: AsyncSession, settings: Settings, storage: Storage, user_id: int, data: bytes) -> User:
+    user = await get_user(db, user_id)
+    image = await asyncio.to_thread(make_avatar, data, settings.avatar_size, settings.avatar_max_pixels)
+    old_url = user.avatar_url
+    url = await storage.save(f"avatars/{user_id}-{secrets.token_hex(8)}.webp", image)
+    await update_user(db, user, avatar_url=url)
+    after_commit(db, lambda: _delete_stored(storage, old_url))
+    return user
+
+
+async def remove_avatar(db: AsyncSession, storage: Storage, user_id: int) -> User:
+    user = await get_user(db, user_id)
+    old_url = user.avatar_url
+    if old_url is not None:
+        await update_user(db, user, avatar_url=None)
+        after_commit(db, lambda: _delete_stored(storage, old_url))
+    return user
+
+
+async def _delete_stored(storage: Storage, url: str | None) -> None:
+    name = storage.name_from_url(url) if url else None
+    if name:
+        await storage.delete(name)
