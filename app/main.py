@@ -20,9 +20,9 @@ from app.contacts.router import router as contacts_router
 from app.core.cache import cache
 from app.core.config import Settings, get_settings
 from app.core.db import Database
+from app.core.email import Mailer
 from app.core.errors import install_error_handlers
 from app.core.metrics import CONTENT_TYPE, render_metrics
-from app.core.email import Mailer
 from app.core.middleware import BodySizeLimit
 from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-async def _database_ok(database: Database, timeout: float) -> bool:
+async def _database_ok(database: Database, seconds: float) -> bool:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             async with database.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         return True

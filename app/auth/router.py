@@ -5,7 +5,15 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request, status
 
 from app.auth import service
-from app.auth.schemas import EmailRequest, LoginForm, Message, RefreshRequest, ResetPasswordRequest, TokenPair, TokenString
+from app.auth.schemas import (
+    EmailRequest,
+    LoginForm,
+    Message,
+    RefreshRequest,
+    ResetPasswordRequest,
+    TokenPair,
+    TokenString,
+)
 from app.core.config import SettingsDep
 from app.core.db import SessionDep
 from app.core.dependencies import MailerDep
@@ -67,7 +75,9 @@ async def _account_email_limits(request: Request, settings: SettingsDep, email: 
     await enforce(request, settings.rate_limit_account_email, f"{action}-account", email.lower())
 
 
-@router.post("/resend-verification", status_code=status.HTTP_202_ACCEPTED, response_model=Message, responses=errors(429))
+@router.post(
+    "/resend-verification", status_code=status.HTTP_202_ACCEPTED, response_model=Message, responses=errors(429)
+)
 async def resend_verification(
     body: EmailRequest, request: Request, session: SessionDep, settings: SettingsDep, mailer: MailerDep
 ) -> Message:

@@ -20,7 +20,7 @@ TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 class TokenPair(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
 
 
 class RefreshRequest(StrictModel):

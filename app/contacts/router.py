@@ -9,10 +9,9 @@ from app.contacts import service
 from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate, SearchQuery
 from app.core.config import SettingsDep
 from app.core.db import SessionDep
-from app.core.rate_limit import enforce
 from app.core.openapi import errors
+from app.core.rate_limit import enforce
 from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
-
 
 
 async def limit_contact_requests(request: Request, user: CurrentUser, settings: SettingsDep) -> None:

@@ -79,8 +79,7 @@ async def get_contacts_json(db: AsyncSession, user_id: int, skip: int, limit: in
     raw = await cache.read_through(
         Kind.contacts_list, cache.contacts_key(user_id), load, cache.settings.cache_contacts_list_ttl, hash_field=field
     )
-    assert raw is not None
-    return raw
+    return raw or b"{}"
 
 
 async def get_contacts_with_cache(
@@ -121,8 +120,7 @@ async def get_birthdays_json(
     raw = await cache.read_through(
         Kind.contacts_list, cache.contacts_key(user_id), load, cache.settings.cache_contacts_list_ttl, hash_field=field
     )
-    assert raw is not None
-    return raw
+    return raw or b"{}"
 
 
 # -- writes ---------------------------------------------------------------------------------------------------

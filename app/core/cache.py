@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 from prometheus_client import Counter
@@ -193,7 +193,7 @@ class RedisBackend:
         if len(keys) == 1:
             key, hash_field = keys[0]
             value = await (self.client.get(key) if hash_field is None else self.client.hget(key, hash_field))
-            return [value]
+            return [cast(bytes | None, value)]
         async with self.client.pipeline(transaction=False) as pipe:
             for key, hash_field in keys:
                 if hash_field is None:
@@ -279,8 +279,7 @@ class MemoryBackend:
             self._data[key] = entry
         elif not keep_ttl and entry.expires_at is None and ttl is not None:
             entry.expires_at = now + ttl
-        assert isinstance(entry.value, dict)
-        entry.value[hash_field] = value
+        cast(dict[str, bytes], entry.value)[hash_field] = value
 
     def _evict(self) -> None:
         now = time.monotonic()
@@ -474,22 +473,19 @@ class RedisCache:
     def settings(self) -> Settings:
         if self._settings is None:
             self.configure(get_settings())
-        assert self._settings is not None
-        return self._settings
+        return cast(Settings, self._settings)
 
     @property
     def backend(self) -> Backend:
         if self._backend is None:
             self.configure(self.settings)
-        assert self._backend is not None
-        return self._backend
+        return cast(Backend, self._backend)
 
     @property
     def breaker(self) -> CircuitBreaker:
         if self._breaker is None:
             self.configure(self.settings)
-        assert self._breaker is not None
-        return self._breaker
+        return cast(CircuitBreaker, self._breaker)
 
     @property
     def enabled(self) -> bool:
@@ -603,7 +599,7 @@ class RedisCache:
             return None
         data = self._decode(raw)
         CACHE_REQUESTS.labels(kind, "hit" if data is not None else "miss").inc()
-        return data
+        return data if isinstance(data, dict) else None
 
     @staticmethod
     def _decode(raw: bytes | None) -> Any:
@@ -736,7 +732,7 @@ class RedisCache:
             return _encode_or_none(await loader())
         if state is LeaseState.hit:
             CACHE_REQUESTS.labels(kind, "hit").inc()
-            return raw
+            return cast(bytes, raw)
         CACHE_REQUESTS.labels(kind, "miss").inc()
         if state is LeaseState.held:
             found = await self._wait_for_fill(key, hash_field)
@@ -780,7 +776,7 @@ class RedisCache:
             if raw is None:
                 return None  # the lease was voided by a write or expired: take a new one
             if not raw.startswith(LEASE_PREFIX):
-                return raw
+                return cast(bytes, raw)
         return None
 
     # -- health ---------------------------------------------------------------------------------------------------

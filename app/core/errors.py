@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,12 +25,13 @@ class ErrorBody(BaseModel):
 
 class AppError(Exception):
     status_code = 400
-    headers: dict[str, str] | None = None
+    default_headers: ClassVar[dict[str, str] | None] = None
     # True when the work done before the error must still be committed (e.g. revoking a stolen token family).
     keep_changes = False
 
     def __init__(self, detail: str | None = None, status_code: int | None = None) -> None:
         self.detail = detail or self.default_detail()
+        self.headers: dict[str, str] | None = dict(self.default_headers) if self.default_headers else None
         if status_code is not None:
             self.status_code = status_code
         super().__init__(self.detail)
@@ -56,7 +57,7 @@ class Unauthorized(AppError):
     """Authentication is required or the credentials are invalid."""
 
     status_code = 401
-    headers = {"WWW-Authenticate": "Bearer"}
+    default_headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(AppError):
@@ -79,7 +80,7 @@ class ServiceUnavailable(AppError):
     """The service is temporarily unavailable."""
 
     status_code = 503
-    headers = {"Retry-After": "1"}
+    default_headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
 class PayloadTooLarge(AppError):

@@ -16,7 +16,7 @@ def _registry() -> CollectorRegistry:
     # Under several workers each process writes its own files; one scrape aggregates them all.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
 

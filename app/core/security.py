@@ -57,7 +57,7 @@ class TokenPurpose(enum.StrEnum):
     access = "contacts-api:access"
     refresh = "contacts-api:refresh"
     verify_email = "contacts-api:verify-email"
-    reset_password = "contacts-api:reset-password"
+    reset_password = "contacts-api:reset-password"  # noqa: S105 - an audience name
 
 
 class InvalidToken(Exception):

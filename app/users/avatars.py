@@ -41,8 +41,8 @@ def make_avatar(data: bytes, size: int, max_pixels: int) -> bytes:
         raise NotAnImage if isinstance(exc, UnidentifiedImageError) else ImageTooLarge from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise NotAnImage from exc
-    image = image.convert("RGBA") if image.mode in ("RGBA", "LA", "P", "PA") else image.convert("RGB")
-    image.thumbnail((size, size))
+    converted = image.convert("RGBA") if image.mode in ("RGBA", "LA", "P", "PA") else image.convert("RGB")
+    converted.thumbnail((size, size))
     out = io.BytesIO()
-    image.save(out, format="WEBP", quality=85)
+    converted.save(out, format="WEBP", quality=85)
     return out.getvalue()

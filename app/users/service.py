@@ -8,13 +8,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.contacts import service as contacts_service
 from app.core.cache import Kind, cache
 from app.core.config import Settings
 from app.core.db import after_commit
 from app.core.errors import Conflict, Forbidden, NotFound
-from app.core.storage import Storage
 from app.core.security import hash_password
-from app.contacts import service as contacts_service
+from app.core.storage import Storage
 from app.users import repository
 from app.users.avatars import make_avatar
 from app.users.models import Role, User
@@ -113,9 +113,7 @@ async def list_users(db: AsyncSession, skip: int, limit: int, role: Role | None)
     return await repository.list_page(db, skip, limit, role.value if role else None)
 
 
-async def admin_update_user(
-    db: AsyncSession, actor_id: int, user_id: int, changes: dict[str, Any]
-) -> User:
+async def admin_update_user(db: AsyncSession, actor_id: int, user_id: int, changes: dict[str, Any]) -> User:
     """Set role and/or is_active of another user; a change of either ends that user's sessions."""
     if user_id == actor_id and changes:
         raise CannotChangeOwnAccount
