@@ -36,6 +36,9 @@ from typing import Any, Protocol, cast
 from uuid import UUID
 
 from prometheus_client import Counter
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.config import Settings, get_settings
 
@@ -396,6 +399,10 @@ class CircuitBreaker:
         self._probing = False
         return was_open
 
+    def abandon_probe(self) -> None:
+        """The probe ended without an answer either way (cancelled): let the next call probe."""
+        self._probing = False
+
     def record_failure(self) -> None:
         self.failures += 1
         if self._probing or self.failures >= self.threshold:
@@ -529,16 +536,16 @@ class RedisCache:
         try:
             async with asyncio.timeout(self.settings.cache_op_timeout * 2):
                 result = await operation
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
             breaker.record_failure()
             raise CacheUnavailable(str(exc)) from exc
-        except Exception as exc:
-            from redis.exceptions import ConnectionError as RedisConnectionError
-            from redis.exceptions import TimeoutError as RedisTimeoutError
-
-            if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-                breaker.record_failure()
-                raise CacheUnavailable(str(exc)) from exc
+        except RedisError as exc:
+            # The server answered (e.g. WRONGTYPE on a key written by hand): not an outage, but no cache either.
+            breaker.record_success()
+            logger.warning("cache: Redis refused an operation: %s", exc)
+            raise CacheUnavailable(str(exc)) from exc
+        except BaseException:
+            breaker.abandon_probe()
             raise
         if breaker.record_success() and self._pending:
             self._start_retrying()
