@@ -454,14 +454,18 @@ class RedisCache:
     """The application's cache. `cache` below is its instance; the lifespan configures it from the settings."""
 
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None) -> None:
-        self._settings = settings
-        self._backend = backend
+        self._settings: Settings | None = None
+        self._backend: Backend | None = None
         self._breaker: CircuitBreaker | None = None
         self._flights: dict[str, _Flight] = {}
         self._pending: set[str] = set()
         self._retry_task: asyncio.Task[None] | None = None
         # Test hook: awaited between reading the database and filling the cache (fault injection).
         self.before_fill: FillHook | None = None
+        if settings is not None:
+            self.configure(settings, backend)
+        else:
+            self._backend = backend
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -479,19 +483,19 @@ class RedisCache:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self.configure(get_settings())
+            self.configure(get_settings(), self._backend)
         return cast(Settings, self._settings)
 
     @property
     def backend(self) -> Backend:
-        if self._backend is None:
-            self.configure(self.settings)
+        if self._backend is None or self._breaker is None:
+            self.configure(self.settings, self._backend)
         return cast(Backend, self._backend)
 
     @property
     def breaker(self) -> CircuitBreaker:
-        if self._breaker is None:
-            self.configure(self.settings)
+        if self._backend is None or self._breaker is None:
+            self.configure(self.settings, self._backend)
         return cast(CircuitBreaker, self._breaker)
 
     @property
