@@ -110,6 +110,30 @@ def database_url(
         asyncio.run(_postgres_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+CLAIM_NAME = "contacts-api-tests"
+
+
+def _claim_redis_db(host: str, port: int) -> tuple[str, Any]:
+    """An empty Redis database index no other test session holds. The claim is a connection of ours, named
+    and selected to that index, held open for the session: it leaves no key behind and dies with us."""
+    import redis
+
+    probe = redis.Redis(host=host, port=port)
+    try:
+        held = {int(c["db"]) for c in probe.client_list() if c.get("name") == CLAIM_NAME}
+    finally:
+        probe.close()
+    for index in range(TEST_REDIS_DB, 0, -1):
+        if index in held:
+            continue
+        claim = redis.Redis(host=host, port=port, db=index, single_connection_client=True)
+        if claim.dbsize() == 0:
+            claim.client_setname(CLAIM_NAME)
+            return f"redis://{host}:{port}/{index}", claim
+        claim.close()
+    raise RuntimeError("no empty Redis database index to run the tests in")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis database index of the tests' own; only it is ever flushed."""
@@ -117,7 +141,12 @@ def redis_url() -> Iterator[str]:
         yield os.environ["REDIS_URL"]
         return
     if port_open("127.0.0.1", 6379) and not os.environ.get("CONTACTS_TEST_EMBEDDED"):
-        yield f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+        url, claim = _claim_redis_db("127.0.0.1", 6379)
+        try:
+            yield url
+        finally:
+            claim.flushdb()
+            claim.close()
         return
     server = RedisProcess().start()
     try:

@@ -75,4 +75,3 @@ class ContactRead(BaseModel):
     updated_at: datetime
 
 
-CONTACT_READ_FIELDS = frozenset(ContactRead.model_fields)

@@ -6,11 +6,12 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts import repository
 from app.contacts.models import Contact, birthday_key
-from app.contacts.schemas import CONTACT_READ_FIELDS, ContactCreate, ContactRead, ContactUpdate
+from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate
 from app.core.cache import Kind, cache
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
@@ -22,6 +23,12 @@ class ContactNotFound(NotFound):
 
 class ContactEmailExists(Conflict):
     """Another of your contacts already has this email."""
+
+
+class _CachedContact(ContactRead):
+    """A cached value is served only if it is exactly a contact: every field, of its type, and nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def contact_json(row: Any) -> dict[str, Any]:
@@ -55,8 +62,11 @@ async def get_contact_json(
         return None
     # Serve only what has the exact shape of one of this user's contacts (the key may have been written
     # by hand through `cache_contact`); anything else is read again from the database.
-    data = json.loads(raw)
-    if isinstance(data, dict) and data.keys() == CONTACT_READ_FIELDS and data.get("user_id") == user_id:
+    try:
+        contact = _CachedContact.model_validate_json(raw)
+    except ValueError:
+        contact = None
+    if contact is not None and contact.id == contact_id and contact.user_id == user_id:
         return raw
     loaded = await load()
     return json.dumps(loaded).encode() if loaded else None

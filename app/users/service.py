@@ -48,11 +48,14 @@ async def get_user_by_id_with_cache(
     if raw is None:
         return None
     try:
-        return AuthUser.model_validate_json(raw)
+        user = AuthUser.model_validate_json(raw)
     except ValueError:
-        # Something other than our read-through wrote this key (e.g. a partial `cache_user`): ignore it.
-        loaded = await load()
-        return AuthUser.model_validate(loaded) if loaded else None
+        user = None
+    if user is not None and user.id == user_id:
+        return user
+    # Something other than our read-through wrote this key (e.g. a partial `cache_user`): ignore it.
+    loaded = await load()
+    return AuthUser.model_validate(loaded) if loaded else None
 
 
 def invalidate_user_after_commit(db: AsyncSession, user_id: int) -> None:
