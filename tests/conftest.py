@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from app.core.cache import cache
 from app.core.config import Settings, get_settings
 from app.core.db import Database
 from app.core.migrations import upgrade_to_head
-from app.main import create_app
 from app.core.rate_limit import RateLimiter
+from app.main import create_app
 from tests.servers import EmbeddedPostgres, RedisProcess, free_port, port_open
 
 TEST_REDIS_DB = 13
@@ -175,7 +175,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = BytesParser(policy=default_policy).parsebytes(envelope.content)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
