@@ -37,7 +37,7 @@ def _prefetch_contact_key(request: Request, user_id: int) -> str | None:
     """On `/contacts/{contact_id}` routes, the contact's cache key, so that the user and the contact come
     back from the cache in one round trip."""
     raw = request.path_params.get("contact_id")
-    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= MAX_ID:
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= MAX_ID:
         return cache.contact_key(int(raw), user_id)
     return None
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, SmallInteger, String, func
+from sqlalchemy import Date, ForeignKey, Index, SmallInteger, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, BigIntId, UTCDateTime, utcnow
@@ -29,8 +29,9 @@ class Contact(Base):
     birthday: Mapped[date | None] = mapped_column(Date, default=None)
     birthday_key: Mapped[int | None] = mapped_column(SmallInteger, default=None)
     notes: Mapped[str | None] = mapped_column(String(2000), default=None)
-    # Lower-cased "first last email", kept by the repository; `q` searches it (trigram-indexed on PostgreSQL).
-    search_text: Mapped[str] = mapped_column(String(530), default="")
+    # Lower-cased "first last email", kept by the repository; `q` searches it (trigram-indexed on
+    # PostgreSQL). Unbounded: lower-casing can lengthen text ("İ" becomes two characters).
+    search_text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()

@@ -94,6 +94,6 @@ def decode_token(settings: Settings, token: str, purpose: TokenPurpose) -> dict[
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub.isdigit() or len(sub) > 19:
+    if not isinstance(sub, str) or not (sub.isascii() and sub.isdigit()) or len(sub) > 19:
         raise InvalidToken("bad subject")
     return claims

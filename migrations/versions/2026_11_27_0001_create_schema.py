@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("birthday", sa.Date(), nullable=True),
         sa.Column("birthday_key", sa.SmallInteger(), nullable=True),
         sa.Column("notes", sa.String(2000), nullable=True),
-        sa.Column("search_text", sa.String(530), nullable=False, server_default=""),
+        sa.Column("search_text", sa.Text(), nullable=False, server_default=""),
         sa.Column("created_at", timestamp, nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", timestamp, nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("id", name="pk_contacts"),
