@@ -196,13 +196,18 @@ async def reset_password(db: AsyncSession, settings: Settings, token: str, new_p
     expected = tokens.password_fingerprint(settings, user.hashed_password)
     if not hmac.compare_digest(str(claims.get("pwd", "")), expected):
         raise InvalidResetToken  # used already, or the password changed since it was issued
-    await set_password(db, settings, user, new_password)
+    if not await set_password(db, settings, user, new_password):
+        raise InvalidResetToken  # a concurrent reset with the same token won
 
 
-async def set_password(db: AsyncSession, settings: Settings, user: User, new_password: str) -> None:
-    """Change the password and end every existing session."""
-    await users_service.update_user(db, user, hashed_password=await hash_password(settings, new_password))
+async def set_password(db: AsyncSession, settings: Settings, user: User, new_password: str) -> bool:
+    """Replace the password the user has now, ending every existing session. False if it changed meanwhile."""
+    current_hash = user.hashed_password
+    new_hash = await hash_password(settings, new_password)
+    if not await users_service.replace_password(db, user, current_hash, new_hash):
+        return False
     await end_sessions(db, user)
+    return True
 
 
 async def change_password(
@@ -212,7 +217,8 @@ async def change_password(
     user = await users_service.get_user(db, user_id)
     if not await verify_password(settings, current_password, user.hashed_password):
         raise WrongCurrentPassword
-    await set_password(db, settings, user, new_password)
+    if not await set_password(db, settings, user, new_password):
+        raise WrongCurrentPassword  # changed concurrently: the given password is no longer the current one
     return await issue_tokens(db, settings, user)
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class BodySizeLimit:
@@ -44,7 +41,9 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    # An HTTPException passes through FastAPI's body parsing (any other error there becomes
+                    # a 400) and is rendered by the app's handler; outside FastAPI it is caught below.
+                    raise HTTPException(413, f"The request body must be at most {limit} bytes.")
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -55,9 +54,10 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not response_started:
-                await _send_413(send, f"The request body must be at most {limit} bytes.")
+        except HTTPException as exc:
+            if exc.status_code != 413 or response_started:
+                raise
+            await _send_413(send, str(exc.detail))
 
 
 async def _send_413(send: Send, detail: str) -> None:

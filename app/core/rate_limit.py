@@ -107,7 +107,10 @@ def client_ip(request: Request, trusted_proxies: Iterable[str]) -> str:
     networks = _networks(tuple(trusted_proxies))
     if not networks or not _trusted(peer, networks):
         return peer
-    forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
+    # Several header lines form one list (RFC 9110 5.3): a proxy may append a line of its own.
+    forwarded = [
+        part.strip() for line in request.headers.getlist("x-forwarded-for") for part in line.split(",") if part.strip()
+    ]
     for address in reversed(forwarded):
         if not _trusted(address, networks):
             try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import utcnow
 from app.users.models import User
 
 
@@ -41,3 +42,18 @@ async def list_page(session: AsyncSession, skip: int, limit: int, role: str | No
 async def remove(session: AsyncSession, user: User) -> None:
     await session.delete(user)
     await session.flush()
+
+
+async def replace_password(session: AsyncSession, user: User, expected_hash: str, new_hash: str) -> bool:
+    """Set the password only if it is still `expected_hash` (two concurrent resets or changes cannot both
+    succeed), bumping token_version to end sessions. False if it had changed meanwhile."""
+    result = await session.execute(
+        update(User)
+        .where(User.id == user.id, User.hashed_password == expected_hash)
+        .values(hashed_password=new_hash, token_version=User.token_version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(result, "rowcount", 0):
+        return False
+    await session.refresh(user)
+    return True

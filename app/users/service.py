@@ -74,6 +74,14 @@ async def register_user(db: AsyncSession, settings: Settings, email: str, passwo
         raise EmailAlreadyRegistered from exc
 
 
+async def replace_password(db: AsyncSession, user: User, expected_hash: str, new_hash: str) -> bool:
+    """Compare-and-set the password hash; on success every session of the user ends."""
+    if not await repository.replace_password(db, user, expected_hash, new_hash):
+        return False
+    invalidate_user_after_commit(db, user.id)
+    return True
+
+
 async def get_user_by_email(db: AsyncSession, email: str) -> User | None:
     return await repository.get_by_email(db, email)
 
