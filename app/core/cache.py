@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
 import json
 import logging
 import secrets
@@ -445,7 +446,9 @@ class _Flight:
     """One in-process load of a key; concurrent misses of the key wait for it instead of querying."""
 
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    db_started: bool = False
+    # When the read that produced `result` (from Redis or the database) was issued, on the cache's sequence: a
+    # reader that joined the flight may take the result only if that read was issued after it arrived.
+    source_seq: int = -1
     result: bytes | None = None
     error: BaseException | None = None
 
@@ -458,6 +461,8 @@ class RedisCache:
         self._backend: Backend | None = None
         self._breaker: CircuitBreaker | None = None
         self._flights: dict[str, _Flight] = {}
+        self._seq = itertools.count()
+        self._background: set[asyncio.Task[None]] = set()
         self._pending: set[str] = set()
         self._retry_task: asyncio.Task[None] | None = None
         # Test hook: awaited between reading the database and filling the cache (fault injection).
@@ -692,12 +697,12 @@ class RedisCache:
             CACHE_REQUESTS.labels(kind, "hit").inc()
             return prefetched
         flight_key = key if hash_field is None else f"{key}\x00{hash_field}"
+        arrived = next(self._seq)
         for _attempt in range(3):
             flight = self._flights.get(flight_key)
             if flight is not None:
-                joined_before_db = not flight.db_started
                 await flight.done.wait()
-                if flight.error is None and joined_before_db:
+                if flight.error is None and flight.source_seq > arrived:
                     CACHE_REQUESTS.labels(kind, "hit").inc()
                     return flight.result
                 # The load began before this reader: its row may predate a write acknowledged since. Only what
@@ -735,23 +740,34 @@ class RedisCache:
         settings = self.settings
         token = secrets.token_hex(8)
         lease_ms = int(settings.cache_lease_ttl * 1000)
+        flight.source_seq = next(self._seq)
         try:
             state, raw = await self._call(self.backend.get_or_lease(key, hash_field, token, lease_ms, ttl))
         except CacheUnavailable as exc:
             CACHE_REQUESTS.labels(kind, "bypass" if isinstance(exc, CircuitOpen) else "error").inc()
-            flight.db_started = True
+            flight.source_seq = next(self._seq)
             return _encode_or_none(await loader())
         if state is LeaseState.hit:
             CACHE_REQUESTS.labels(kind, "hit").inc()
             return cast(bytes, raw)
         CACHE_REQUESTS.labels(kind, "miss").inc()
         if state is LeaseState.held:
-            found = await self._wait_for_fill(key, hash_field)
+            found = await self._wait_for_fill(flight, key, hash_field)
+            if found is _STILL_LEASED:
+                # No fill within cache_lease_wait (its holder may be gone): serve this process's readers from one
+                # database read, without filling (the lease is not ours).
+                CACHE_REQUESTS.labels(kind, "bypass").inc()
+                flight.source_seq = next(self._seq)
+                return _encode_or_none(await loader())
             if found is not None:
-                return found
+                return cast(bytes, found)
             raise _Retry
-        flight.db_started = True
-        data = await loader()
+        flight.source_seq = next(self._seq)
+        try:
+            data = await loader()
+        except BaseException:
+            self._release_later(key, hash_field, token)  # cancelled or failed: do not leave the lease behind
+            raise
         if data is None:
             with contextlib.suppress(CacheUnavailable):
                 await self._call(self.backend.release(key, hash_field, token))
@@ -773,22 +789,33 @@ class RedisCache:
             CACHE_FILLS.labels("stored" if stored else "refused").inc()
         return value
 
-    async def _wait_for_fill(self, key: str, hash_field: str | None) -> bytes | None:
-        """Another process holds the lease: poll briefly for its fill. None if it did not come (or was voided)."""
+    def _release_later(self, key: str, hash_field: str | None, token: str) -> None:
+        async def release() -> None:
+            with contextlib.suppress(Exception):
+                await self._call(self.backend.release(key, hash_field, token))
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _wait_for_fill(self, flight: _Flight, key: str, hash_field: str | None) -> bytes | object | None:
+        """Another process holds the lease: poll briefly for its fill. None if the lease was voided (take a new
+        one); _STILL_LEASED if no fill came within cache_lease_wait or Redis did not answer."""
         deadline = time.monotonic() + self.settings.cache_lease_wait
         delay = 0.002
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
+            flight.source_seq = next(self._seq)
             try:
                 (raw,) = await self._call(self.backend.get([(key, hash_field)]))
             except CacheUnavailable:
-                return None
+                return _STILL_LEASED
             if raw is None:
                 return None  # the lease was voided by a write or expired: take a new one
             if not raw.startswith(LEASE_PREFIX):
                 return cast(bytes, raw)
-        return None
+        return _STILL_LEASED
 
     # -- health ---------------------------------------------------------------------------------------------------
 
@@ -799,6 +826,9 @@ class RedisCache:
             return False
         except Exception:
             return False
+
+
+_STILL_LEASED = object()
 
 
 class _Retry(Exception):
