@@ -1,4 +1,4 @@
-"""Contacts: reads through the cache, writes that invalidate it after commit."""
+"""Contacts: reads through the cache, writes that invalidate it around their commit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from app.contacts import repository
 from app.contacts.models import Contact, birthday_key
 from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate
 from app.core.cache import Kind, cache
-from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
 
 
@@ -137,7 +136,8 @@ async def get_birthdays_json(
 
 
 def _invalidate_after_commit(db: AsyncSession, contact_id: int, user_id: int) -> None:
-    after_commit(db, lambda: cache.invalidate(cache.contact_key(contact_id, user_id), cache.contacts_key(user_id)))
+    """Tombstone the contact and the user's lists before the commit; delete them after it."""
+    cache.invalidate_on_commit(db, cache.contact_key(contact_id, user_id), cache.contacts_key(user_id))
 
 
 async def create_contact(db: AsyncSession, user_id: int, data: ContactCreate) -> dict[str, Any]:

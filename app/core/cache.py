@@ -40,12 +40,18 @@ from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings, get_settings
+from app.core.db import after_commit, before_commit
 
 logger = logging.getLogger(__name__)
 
 LEASE_PREFIX = b'{"__lease__":'
+TOMB_PREFIX = b'{"__tomb__":'
+TOMB_FIELD = "__tomb__"
+# Every marker (lease or tombstone) starts so; cached data never does.
+MARKER_PREFIX = b'{"__'
 
 # Non-secret user fields that may be cached. Anything else (password hashes, tokens) is dropped.
 USER_CACHE_FIELDS = frozenset(
@@ -84,6 +90,7 @@ class LeaseState(enum.IntEnum):
     granted = 0
     hit = 1
     held = 2  # another reader holds a live lease
+    tombstoned = 3  # a write is under way: read the database, do not fill
 
 
 class Backend(Protocol):
@@ -107,6 +114,10 @@ class Backend(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: int) -> bool: ...
 
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int) -> None:
+        """Replace each key (hash or string) by a tombstone living `ttl_ms`: no fill, no served value."""
+        ...
+
     async def delete(self, keys: list[str]) -> None: ...
 
     async def ping(self) -> bool: ...
@@ -120,11 +131,15 @@ if ARGV[1] == '' then v = redis.call('GET', KEYS[1]) else v = redis.call('HGET',
 """
 
 GET_OR_LEASE_LUA = (
-    _LUA_READ
+    """
+if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], '__tomb__') == 1 then return {3} end
+"""
+    + _LUA_READ
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if v then
+  if string.sub(v, 1, 11) == '{"__tomb__"' then return {3} end
   if string.sub(v, 1, 13) ~= '{"__lease__":' then return {1, v} end
   local until_ms = tonumber(string.match(v, '"until":(%d+)'))
   if until_ms and until_ms > now then return {2} end
@@ -156,6 +171,17 @@ end
 return 1
 """
 )
+
+TOMBSTONE_LUA = """
+redis.call('DEL', KEYS[1])
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], '__tomb__', '{"__tomb__":1}')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], '{"__tomb__":1}', 'PX', ARGV[2])
+end
+return 1
+"""
 
 RELEASE_LUA = (
     _LUA_READ
@@ -192,6 +218,7 @@ class RedisBackend:
         self._get_or_lease = self.client.register_script(GET_OR_LEASE_LUA)
         self._fill = self.client.register_script(FILL_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
+        self._tombstone = self.client.register_script(TOMBSTONE_LUA)
 
     async def get(self, keys: list[tuple[str, str | None]]) -> list[bytes | None]:
         if len(keys) == 1:
@@ -221,6 +248,12 @@ class RedisBackend:
 
     async def set(self, key: str, value: bytes, ttl: int) -> bool:
         return bool(await self.client.set(key, value, ex=ttl))
+
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, is_hash in keys:
+                await self._tombstone(keys=[key], args=["1" if is_hash else "0", ttl_ms], client=pipe)
+            await pipe.execute()
 
     async def delete(self, keys: list[str]) -> None:
         # One DEL per key in one pipeline: a multi-key DEL would span hash slots on Redis Cluster.
@@ -298,8 +331,12 @@ class MemoryBackend:
     async def get_or_lease(
         self, key: str, hash_field: str | None, token: str, lease_ms: int, key_ttl: int
     ) -> tuple[LeaseState, bytes | None]:
+        if hash_field is not None and self._read(key, TOMB_FIELD) is not None:
+            return LeaseState.tombstoned, None
         value = self._read(key, hash_field)
         now_ms = int(time.time() * 1000)
+        if value is not None and value.startswith(TOMB_PREFIX):
+            return LeaseState.tombstoned, None
         if value is not None:
             if not value.startswith(LEASE_PREFIX):
                 return LeaseState.hit, value
@@ -335,6 +372,11 @@ class MemoryBackend:
     async def set(self, key: str, value: bytes, ttl: int) -> bool:
         self._write(key, None, value, ttl)
         return True
+
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int) -> None:
+        for key, is_hash in keys:
+            self._data.pop(key, None)
+            self._write(key, TOMB_FIELD if is_hash else None, b'{"__tomb__":1}', ttl_ms / 1000)
 
     async def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -465,6 +507,10 @@ class RedisCache:
         self._background: set[asyncio.Task[None]] = set()
         self._pending: set[str] = set()
         self._retry_task: asyncio.Task[None] | None = None
+        # After an outage this process saw, another process may still owe Redis an invalidation: read
+        # nothing from the cache until then (see `_call`).
+        self._failed_since_success = False
+        self._distrust_until = 0.0
         # Test hook: awaited between reading the database and filling the cache (fault injection).
         self.before_fill: FillHook | None = None
         if settings is not None:
@@ -484,6 +530,8 @@ class RedisCache:
         self._breaker = CircuitBreaker(settings.cache_breaker_threshold, settings.cache_breaker_cooldown)
         self._flights.clear()
         self._pending.clear()
+        self._failed_since_success = False
+        self._distrust_until = 0.0
 
     @property
     def settings(self) -> Settings:
@@ -547,6 +595,7 @@ class RedisCache:
                 result = await operation
         except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
             breaker.record_failure()
+            self._failed_since_success = True
             raise CacheUnavailable(str(exc)) from exc
         except RedisError as exc:
             # The server answered (e.g. WRONGTYPE on a key written by hand): not an outage, but no cache either.
@@ -556,12 +605,22 @@ class RedisCache:
         except BaseException:
             breaker.abandon_probe()
             raise
-        if breaker.record_success() and self._pending:
+        breaker.record_success()
+        if self._failed_since_success:
+            # Redis answers again. Invalidations that other processes could not deliver during the outage
+            # are being retried now (within about a breaker cooldown): until they land, serve from the database.
+            self._failed_since_success = False
+            self._distrust_until = time.monotonic() + self.settings.cache_recovery_grace
+        if self._pending:
             self._start_retrying()
         return result
 
     def _usable(self, *keys: str) -> bool:
-        return self.enabled and not (self._pending and any(key in self._pending for key in keys))
+        if not self.enabled:
+            return False
+        if self._distrust_until and time.monotonic() < self._distrust_until:
+            return False
+        return not (self._pending and any(key in self._pending for key in keys))
 
     # -- the documented API -----------------------------------------------------------------------------------
 
@@ -619,7 +678,7 @@ class RedisCache:
 
     @staticmethod
     def _decode(raw: bytes | None) -> Any:
-        if raw is None or raw.startswith(LEASE_PREFIX):
+        if raw is None or raw.startswith(MARKER_PREFIX):
             return None
         try:
             return json.loads(raw)
@@ -646,6 +705,25 @@ class RedisCache:
         self._pending.difference_update(key_list)
         return True
 
+    def invalidate_on_commit(self, session: AsyncSession, *keys: str) -> None:
+        """Invalidate `keys` around `session`'s commit: tombstones before it (so that no reader fills an old
+        row during the commit, and so that a failure after it leaves nothing stale behind), deletion after."""
+        key_list = list(keys)
+        before_commit(session, lambda: self.tombstone(*key_list))
+        after_commit(session, lambda: self.invalidate(*key_list))
+
+    async def tombstone(self, *keys: str) -> bool:
+        if not self.enabled or not keys:
+            return True
+        prefix = self.settings.cache_key_prefix
+        marked = [(key, key[len(prefix) :].startswith("contacts:")) for key in keys]
+        ttl_ms = int(self.settings.cache_tombstone_ttl * 1000)
+        try:
+            await self._call(self.backend.tombstone(marked, ttl_ms))
+        except CacheUnavailable:
+            return False
+        return True
+
     def _start_retrying(self) -> None:
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.get_running_loop().create_task(self._retry_pending())
@@ -658,11 +736,11 @@ class RedisCache:
             try:
                 await self._call(self.backend.delete(batch))
             except CacheUnavailable:
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.25)
                 continue
             except Exception:
                 logger.exception("cache: retrying invalidations failed")
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.25)
                 continue
             self._pending.difference_update(batch)
             CACHE_INVALIDATIONS.labels("retried").inc(len(batch))
@@ -693,7 +771,7 @@ class RedisCache:
         if not self._usable(key):
             CACHE_REQUESTS.labels(kind, "bypass").inc()
             return _encode_or_none(await loader())
-        if prefetched is not None and not prefetched.startswith(LEASE_PREFIX):
+        if prefetched is not None and not prefetched.startswith(MARKER_PREFIX):
             CACHE_REQUESTS.labels(kind, "hit").inc()
             return prefetched
         flight_key = key if hash_field is None else f"{key}\x00{hash_field}"
@@ -750,6 +828,10 @@ class RedisCache:
         if state is LeaseState.hit:
             CACHE_REQUESTS.labels(kind, "hit").inc()
             return cast(bytes, raw)
+        if state is LeaseState.tombstoned:
+            CACHE_REQUESTS.labels(kind, "bypass").inc()
+            flight.source_seq = next(self._seq)
+            return _encode_or_none(await loader())
         CACHE_REQUESTS.labels(kind, "miss").inc()
         if state is LeaseState.held:
             found = await self._wait_for_fill(flight, key, hash_field)
@@ -813,7 +895,9 @@ class RedisCache:
                 return _STILL_LEASED
             if raw is None:
                 return None  # the lease was voided by a write or expired: take a new one
-            if not raw.startswith(LEASE_PREFIX):
+            if raw.startswith(TOMB_PREFIX):
+                return _STILL_LEASED  # a write is under way: read the database
+            if not raw.startswith(MARKER_PREFIX):
                 return cast(bytes, raw)
         return _STILL_LEASED
 

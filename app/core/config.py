@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     cache_lease_wait: float = Field(default=0.25, ge=0, description="Seconds a reader waits for another's fill.")
     cache_breaker_threshold: int = Field(default=3, ge=1)
     cache_breaker_cooldown: float = Field(default=1.0, gt=0)
+    cache_recovery_grace: float = Field(
+        default=2.5, ge=0, description="Seconds after Redis answers again during which reads bypass the cache."
+    )
+    cache_tombstone_ttl: float = Field(default=10.0, gt=0, description="Seconds a write's tombstone lives at most.")
     cache_pool_size: int = Field(default=50, ge=1)
 
     # Tokens

@@ -131,6 +131,11 @@ class Database:
 AfterCommit = Callable[[], Awaitable[Any]]
 
 
+def before_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` just before the session's transaction commits (failures are logged, not raised)."""
+    session.info.setdefault("before_commit", []).append(callback)
+
+
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run `callback` once the session's transaction has committed (cache invalidation lives here)."""
     session.info.setdefault("after_commit", []).append(callback)
@@ -163,7 +168,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def commit(session: AsyncSession) -> None:
-    """Commit, then run the after-commit callbacks registered during the transaction, in order."""
+    """Run the before-commit callbacks, commit, then run the after-commit callbacks, each in order."""
+    for callback in session.info.pop("before_commit", []):
+        try:
+            await callback()
+        except Exception:
+            logger.exception("before-commit callback failed")
     if session.in_transaction() or session.new or session.dirty or session.deleted:
         await session.commit()
     callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
@@ -175,6 +185,7 @@ async def commit(session: AsyncSession) -> None:
 
 
 async def _rollback(session: AsyncSession) -> None:
+    session.info.pop("before_commit", None)
     session.info.pop("after_commit", None)
     if session.in_transaction():
         await asyncio.shield(session.rollback())

@@ -59,8 +59,8 @@ async def get_user_by_id_with_cache(
 
 
 def invalidate_user_after_commit(db: AsyncSession, user_id: int) -> None:
-    """Every change to a user invalidates `user:{id}` once the transaction has committed."""
-    after_commit(db, lambda: cache.invalidate_user_cache(user_id))
+    """Every change to a user invalidates `user:{id}` around the commit (tombstone before, delete after)."""
+    cache.invalidate_on_commit(db, cache.user_key(user_id))
 
 
 async def register_user(db: AsyncSession, settings: Settings, email: str, password: str) -> User:
@@ -141,7 +141,7 @@ async def delete_user(db: AsyncSession, actor_id: int, user_id: int) -> None:
     await repository.remove(db, user)
     keys = [cache.user_key(user_id), cache.contacts_key(user_id)]
     keys += [cache.contact_key(contact_id, user_id) for contact_id in contact_ids]
-    after_commit(db, lambda: cache.invalidate(*keys))
+    cache.invalidate_on_commit(db, *keys)
 
 
 # -- avatars -------------------------------------------------------------------------------------------------
