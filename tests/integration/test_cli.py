@@ -22,7 +22,12 @@ def _run(args: list[str], settings, stdin: str = "") -> subprocess.CompletedProc
     }
     return subprocess.run(
         [sys.executable, "-c", "from app.cli import main; main()", *args],
-        input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -43,9 +48,7 @@ async def test_create_admin_makes_a_verified_administrator(db, settings, client)
     assert [u["email"] for u in listing.json()["items"]] == ["root@example.com"]
 
 
-async def test_create_admin_promotes_an_existing_user_and_drops_their_cached_record(
-    db, settings, client, redis_client
-):
+async def test_create_admin_promotes_an_existing_user_and_drops_their_cached_record(db, settings, client, redis_client):
     from tests.factories import auth_headers, make_user
 
     user = await make_user(db, settings, email="member@example.com")

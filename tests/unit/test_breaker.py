@@ -9,7 +9,8 @@ def test_breaker_opens_after_threshold_consecutive_failures():
     breaker = CircuitBreaker(threshold=3, cooldown=10)
     for _ in range(2):
         breaker.record_failure()
-    assert not breaker.is_open and breaker.allow()
+    assert not breaker.is_open
+    assert breaker.allow()
     breaker.record_failure()
     assert breaker.is_open
     assert not breaker.allow()
@@ -37,11 +38,13 @@ def test_a_failed_probe_reopens_and_a_successful_one_closes():
     time.sleep(0.02)
     assert breaker.allow()
     breaker.record_failure()
-    assert breaker.is_open and not breaker.allow()
+    assert breaker.is_open
+    assert not breaker.allow()
     time.sleep(0.02)
     assert breaker.allow()
     assert breaker.record_success() is True
-    assert not breaker.is_open and breaker.allow()
+    assert not breaker.is_open
+    assert breaker.allow()
 
 
 def test_an_abandoned_probe_lets_the_next_call_probe():

@@ -43,7 +43,9 @@ def test_comma_separated_lists_are_read_from_the_environment(monkeypatch):
     assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
 
 
-@pytest.mark.parametrize(("name", "value"), [("RATE_LIMIT_LOGIN_IP", "ten per minute"), ("TRUSTED_PROXIES", "not-an-ip")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("RATE_LIMIT_LOGIN_IP", "ten per minute"), ("TRUSTED_PROXIES", "not-an-ip")]
+)
 def test_malformed_settings_are_refused_at_start(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
