@@ -24,6 +24,7 @@ from app.core.email import Mailer
 from app.core.errors import install_error_handlers
 from app.core.metrics import CONTENT_TYPE, render_metrics
 from app.core.middleware import BodySizeLimit
+from app.core.openapi import document_body_errors
 from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
 from app.users.router import admin_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(contacts_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
+    app.openapi = document_body_errors(app)  # type: ignore[method-assign]
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)
     app.mount(MEDIA_URL_PATH, StaticFiles(directory=media), name="media")

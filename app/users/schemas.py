@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from app.core.schemas import Email, Password, StrictModel
 from app.users.models import Role
@@ -37,4 +37,4 @@ class AdminUserUpdate(StrictModel):
     """What an administrator may change on another account."""
 
     role: Role | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None  # true or false, not "yes" or 1

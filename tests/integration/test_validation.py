@@ -131,6 +131,16 @@ BAD_CONTACT_BODIES = [
     pytest.param({"first_name": "A", "birthday": "0001-01-01"}, "birthday", id="ancient-birthday"),
     pytest.param({"first_name": "A", "birthday": 10**30}, "birthday", id="huge-int-birthday"),
     pytest.param({"first_name": "A", "birthday": 1e308}, "birthday", id="huge-float-birthday"),
+    pytest.param({"first_name": "A", "birthday": 4.3e-222}, "birthday", id="timestamp-float-birthday"),
+    pytest.param({"first_name": "A", "birthday": 86400}, "birthday", id="timestamp-int-birthday"),
+    pytest.param({"first_name": "A", "birthday": "946684800"}, "birthday", id="timestamp-string-birthday"),
+    pytest.param({"first_name": "A", "birthday": "2000-01-01T00:00:00"}, "birthday", id="datetime-birthday"),
+    pytest.param({"first_name": "\u0085"}, "first_name", id="next-line-only-first_name"),
+    pytest.param({"first_name": "\x1c\x1f"}, "first_name", id="separators-only-first_name"),
+    pytest.param({"first_name": "\ufeff"}, "first_name", id="bom-only-first_name"),
+    pytest.param({"first_name": "A", "phone": "+3  "}, "phone", id="trailing-spaces-phone"),
+    pytest.param({"first_name": "A", "phone": " 5551234"}, "phone", id="leading-space-phone"),
+    pytest.param({"first_name": "A", "phone": "\u0665\u0665\u0665"}, "phone", id="arabic-digits-phone"),
     pytest.param({"first_name": "A", "notes": ["x"]}, "notes", id="list-notes"),
     pytest.param({"first_name": "x" * MB}, "first_name", id="1MB-first_name"),
     pytest.param({"first_name": "x" * 101}, "first_name", id="101-char-first_name"),
@@ -232,6 +242,40 @@ async def test_create_contact_with_max_length_dotted_i_names_returns_201(http, d
     assert response.status_code == 201, f"{response.status_code}: {response.text[:300]}"
     [row] = await contact_rows(db)
     assert (row["first_name"], row["last_name"]) == (body["first_name"], body["last_name"])
+
+
+async def test_contact_fields_are_stored_without_surrounding_whitespace(http, db, headers):
+    body = {"first_name": "\u3000 Ada\t", "last_name": " Lovelace \u2028", "phone": "+44 20 7946 0958 ext. 12"}
+
+    response = await http.post(f"{API}/contacts", json=body, headers=headers)
+
+    assert response.status_code == 201, response.text
+    [row] = await contact_rows(db)
+    assert (row["first_name"], row["last_name"], row["phone"]) == ("Ada", "Lovelace", "+44 20 7946 0958 ext. 12")
+
+
+async def test_patch_first_name_null_is_refused_and_absent_from_the_schema(http, db, headers, contact):
+    before = await contact_rows(db)
+
+    response = await http.patch(f"{API}/contacts/{contact.id}", json={"first_name": None}, headers=headers)
+
+    assert refusal_problem(response, 422, "first_name") is None, response.text
+    assert await contact_rows(db) == before
+    schema = (await http.get("/openapi.json")).json()
+    assert schema["components"]["schemas"]["ContactUpdate"]["properties"]["first_name"]["type"] == "string"
+
+
+async def test_every_operation_with_a_body_documents_400_and_413(http):
+    schema = (await http.get("/openapi.json")).json()
+    with_body = {
+        f"{method.upper()} {path}": sorted(operation["responses"])
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation
+    }
+
+    assert len(with_body) >= 12, with_body
+    assert {op: codes for op, codes in with_body.items() if not {"400", "413"} <= set(codes)} == {}
 
 
 # -- contact ids in the path -------------------------------------------------------------------------------
