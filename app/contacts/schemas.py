@@ -27,12 +27,16 @@ FirstName = Annotated[
     AfterValidator(_strip),
 ]
 LastName = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable), AfterValidator(_strip)]
-# Digits with the usual separators, starting with a digit or "+", ending with a digit or ")", and an extension.
+# Digits with the usual separators, optionally "+" and "(" first, ending with a digit or ")", an optional extension;
+# spaces or tabs around it are allowed and removed.
 Phone = Annotated[
     str,
     StringConstraints(
-        min_length=3, max_length=50, pattern=r"^\+?[0-9](?:[0-9 ()./\-]*[0-9)])?(?: ?(?:x|ext\.?) ?[0-9]+)?$"
+        min_length=3,
+        max_length=50,
+        pattern=r"^[ \t]*\+?\(?[0-9][0-9 ()./\-]*[0-9)](?: ?(?:x|ext\.?) ?[0-9]+)?[ \t]*$",
     ),
+    AfterValidator(_strip),
 ]
 Notes = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)]
 SearchQuery = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable), AfterValidator(_strip)]
