@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.core.cache import cache
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.db import Database
 from app.core.migrations import upgrade_to_head
 from app.core.rate_limit import RateLimiter
@@ -244,7 +244,6 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
 @pytest.fixture(scope="session")
 async def app(settings: Settings, database: Database) -> AsyncIterator[Any]:
     application = create_app(settings, database)
-    application.dependency_overrides[get_settings] = lambda: settings
     async with application.router.lifespan_context(application):
         yield application
 

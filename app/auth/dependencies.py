@@ -8,8 +8,8 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from app.core.cache import cache
-from app.core.config import SettingsDep
-from app.core.db import SessionDep
+from app.core.config import Settings
+from app.core.db import read_session
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import InvalidToken, TokenPurpose, decode_token
 from app.users.models import Role
@@ -42,9 +42,10 @@ def _prefetch_contact_key(request: Request, user_id: int) -> str | None:
     return None
 
 
-async def get_current_user(
-    request: Request, session: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> AuthUser:
+async def get_current_user(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> AuthUser:
+    """The bearer token's user. It takes no other dependency on purpose (settings come from the app, a session
+    only on a cache miss): each dependency FastAPI solves costs every request, and this runs on every one."""
+    settings: Settings = request.app.state.settings
     if not token or len(token) > 4096:
         raise InvalidAccessToken
     try:
@@ -59,7 +60,8 @@ async def get_current_user(
     prefetched = await cache.prefetch(keys)
     if prefetched is not None and contact_key is not None:
         request.state.prefetched_contact = prefetched[1]
-    user = await get_user_by_id_with_cache(session, user_id, prefetched=prefetched[0] if prefetched else None)
+    async with read_session(request) as session:
+        user = await get_user_by_id_with_cache(session, user_id, prefetched=prefetched[0] if prefetched else None)
     # A token minted before the password, role or active flag last changed is dead (sessions ended).
     if user is None or claims.get("ver") != user.token_version:
         raise InvalidAccessToken

@@ -7,22 +7,27 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from app.auth.dependencies import CurrentUser
 from app.contacts import service
 from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate, SearchQuery
-from app.core.config import SettingsDep
-from app.core.db import SessionDep
+from app.core.config import Settings
+from app.core.db import SessionDep, read_session
 from app.core.openapi import errors
 from app.core.rate_limit import enforce
 from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
+from app.users.schemas import AuthUser
 
 
-async def limit_contact_requests(request: Request, user: CurrentUser, settings: SettingsDep) -> None:
-    """Per-user limits: one budget for reads, one for writes."""
+async def contacts_user(request: Request, user: CurrentUser) -> AuthUser:
+    """The caller, within their per-user budget: one for reads, one for writes. A route dependency rather than a
+    router-wide one, and with settings from the app: every dependency FastAPI solves costs each request."""
+    settings: Settings = request.app.state.settings
     if request.method in ("GET", "HEAD"):
         await enforce(request, settings.rate_limit_contacts_read, "contacts-read", str(user.id))
     else:
         await enforce(request, settings.rate_limit_contacts_write, "contacts-write", str(user.id))
+    return user
 
 
-router = APIRouter(prefix="/contacts", tags=["contacts"], dependencies=[Depends(limit_contact_requests)])
+ContactsUser = Annotated[AuthUser, Depends(contacts_user)]
+router = APIRouter(prefix="/contacts", tags=["contacts"])
 
 ContactId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The contact's id")]
 Skip = Annotated[int, Query(ge=0, le=MAX_SKIP)]
@@ -36,7 +41,7 @@ def _json(raw: bytes, status_code: int = 200) -> Response:
 
 @router.get("", response_model=Page[ContactRead], responses=errors(401, 403, 429))
 async def list_contacts(
-    user: CurrentUser,
+    user: ContactsUser,
     session: SessionDep,
     skip: Skip = 0,
     limit: Limit = 20,
@@ -49,7 +54,7 @@ async def list_contacts(
 
 @router.get("/birthdays", response_model=Page[ContactRead], responses=errors(401, 403, 429))
 async def upcoming_birthdays(
-    user: CurrentUser,
+    user: ContactsUser,
     session: SessionDep,
     days: Annotated[int, Query(ge=0, le=365, description="How many days ahead, today included")] = 7,
     skip: Skip = 0,
@@ -61,16 +66,17 @@ async def upcoming_birthdays(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ContactRead, responses=errors(401, 403, 429, 409))
-async def create_contact(body: ContactCreate, user: CurrentUser, session: SessionDep) -> dict[str, object]:
+async def create_contact(body: ContactCreate, user: ContactsUser, session: SessionDep) -> dict[str, object]:
     """Add a contact to your address book. Emails are unique per address book, ignoring case."""
     return await service.create_contact(session, user.id, body)
 
 
 @router.get("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 429, 404))
-async def read_contact(contact_id: ContactId, user: CurrentUser, session: SessionDep, request: Request) -> Response:
+async def read_contact(contact_id: ContactId, user: ContactsUser, request: Request) -> Response:
     """One of your contacts. Another user's contact answers 404."""
     prefetched = getattr(request.state, "prefetched_contact", None)
-    raw = await service.get_contact_json(session, contact_id, user.id, prefetched=prefetched)
+    async with read_session(request) as session:
+        raw = await service.get_contact_json(session, contact_id, user.id, prefetched=prefetched)
     if raw is None:
         raise service.ContactNotFound
     return _json(raw)
@@ -78,7 +84,7 @@ async def read_contact(contact_id: ContactId, user: CurrentUser, session: Sessio
 
 @router.put("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 429, 404, 409))
 async def replace_contact(
-    contact_id: ContactId, body: ContactCreate, user: CurrentUser, session: SessionDep
+    contact_id: ContactId, body: ContactCreate, user: ContactsUser, session: SessionDep
 ) -> dict[str, object]:
     """Replace every field of a contact; fields left out become empty."""
     return await service.update_contact(session, contact_id, user.id, body, partial=False)
@@ -86,13 +92,13 @@ async def replace_contact(
 
 @router.patch("/{contact_id}", response_model=ContactRead, responses=errors(401, 403, 429, 404, 409))
 async def update_contact(
-    contact_id: ContactId, body: ContactUpdate, user: CurrentUser, session: SessionDep
+    contact_id: ContactId, body: ContactUpdate, user: ContactsUser, session: SessionDep
 ) -> dict[str, object]:
     """Change only the fields sent."""
     return await service.update_contact(session, contact_id, user.id, body, partial=True)
 
 
 @router.delete("/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 429, 404))
-async def delete_contact(contact_id: ContactId, user: CurrentUser, session: SessionDep) -> None:
+async def delete_contact(contact_id: ContactId, user: ContactsUser, session: SessionDep) -> None:
     """Delete a contact."""
     await service.delete_contact(session, contact_id, user.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -162,6 +163,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         raise
     else:
         await commit(session)
+    finally:
+        if session.in_transaction():
+            await asyncio.shield(session.close())
+
+
+@asynccontextmanager
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for a read on a path that usually needs no database (a cache miss behind a cache hit's route):
+    nothing to commit, closed only if it began a transaction. Cheaper than `SessionDep`, whose dependency
+    machinery costs every request, hit or miss."""
+    database: Database = request.app.state.db
+    session = database.sessionmaker()
+    try:
+        yield session
     finally:
         if session.in_transaction():
             await asyncio.shield(session.close())

@@ -1,4 +1,5 @@
-"""Injectables that live on the application state (created by the lifespan)."""
+"""Injectables that live on the application state (created by the lifespan). All async: FastAPI runs a plain
+`def` dependency in its thread pool."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from app.core.email import Mailer
 from app.core.storage import Storage
 
 
-def get_mailer(request: Request) -> Mailer:
+async def get_mailer(request: Request) -> Mailer:
     mailer: Mailer = request.app.state.mailer
     return mailer
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 

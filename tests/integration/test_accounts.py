@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import service as auth_service
 from app.auth.models import RefreshToken
 from app.auth.tokens import password_fingerprint, reset_password_token, verify_email_token
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, app_settings
 from app.core.security import TokenPurpose, create_token, hash_password, verify_password
 from app.users.models import User
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
@@ -152,7 +152,7 @@ async def test_login_of_unverified_user_succeeds_when_verification_is_not_requir
     client, db, settings, app, monkeypatch
 ):
     relaxed = settings.model_copy(update={"require_email_verification": False})
-    monkeypatch.setitem(app.dependency_overrides, get_settings, lambda: relaxed)
+    monkeypatch.setitem(app.dependency_overrides, app_settings, lambda: relaxed)
     user = await make_user(db, settings, verified=False)
 
     response = await login(client, user.email)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.models import RefreshToken
 from app.contacts.models import Contact
 from app.core.cache import cache
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, app_settings
 from app.core.db import Database
 from app.main import create_app
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
@@ -36,7 +36,7 @@ async def running_app(settings: Settings, database: Database, **overrides: Any) 
     """An application of its own, built from the test settings with `overrides`, running its lifespan."""
     configured = settings.model_copy(update=overrides)
     application = create_app(configured, database)
-    application.dependency_overrides[get_settings] = lambda: configured
+    application.dependency_overrides[app_settings] = lambda: configured
     try:
         async with application.router.lifespan_context(application):
             yield application

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from app.core.config import get_settings
+from app.core.config import app_settings
 from app.core.db import Database
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
@@ -58,7 +58,7 @@ class AppThread:
         self.database = Database.from_settings(self.settings)
         await upgrade_to_head(self.database.engine)
         self.app = create_app(self.settings, self.database)
-        self.app.dependency_overrides[get_settings] = lambda: self.settings
+        self.app.dependency_overrides[app_settings] = lambda: self.settings
         self.lifespan = self.app.router.lifespan_context(self.app)
         await self.lifespan.__aenter__()
 
