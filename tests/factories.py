@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.tokens import access_token
-from app.contacts.models import Contact, birthday_key, search_text
+from app.contacts import repository as contacts_repository
+from app.contacts.models import Contact
 from app.core.config import Settings
 from app.core.db import commit
 from app.core.security import hash_password
@@ -45,10 +45,8 @@ async def make_contact(db: AsyncSession, user: User, **fields: Any) -> Contact:
     n = next(_sequence)
     values: dict[str, Any] = {"first_name": f"First{n}", "last_name": f"Last{n}", "email": f"contact{n}@example.com"}
     values.update(fields)
-    contact = Contact(user_id=user.id, **values)
-    contact.search_text = search_text(contact.first_name, contact.last_name, contact.email)
-    contact.birthday_key = birthday_key(contact.birthday if isinstance(contact.birthday, date) else None)
-    db.add(contact)
+    # Through the repository, as the service adds one: it derives the search columns and counts the contact.
+    contact = await contacts_repository.add(db, Contact(user_id=user.id, **values))
     await commit(db)
     return contact
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, SmallInteger, String, Text, func
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, SmallInteger, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, BigIntId, UTCDateTime, utcnow
@@ -43,3 +43,15 @@ class Contact(Base):
         Index("uq_contacts_user_id_email", "user_id", func.lower(email), unique=True),
         {"sqlite_autoincrement": True},
     )
+
+
+class ContactCount(Base):
+    """How many contacts each user has, kept by the repository in the transaction that adds or removes one, so
+    that the unfiltered list's `total` is one primary-key read instead of a count over the whole address book."""
+
+    __tablename__ = "contact_counts"
+
+    user_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    contacts: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    __table_args__ = (CheckConstraint("contacts >= 0", name="not_negative"),)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contacts.models import Contact, birthday_key, search_text
+from app.contacts.models import Contact, ContactCount, birthday_key, search_text
 
 _COLUMNS = Contact.__table__.c
 
@@ -39,12 +40,36 @@ async def get(session: AsyncSession, contact_id: int, user_id: int) -> Contact |
 
 
 async def _page(
-    session: AsyncSession, where: Sequence[ColumnElement[bool]], order_by: Sequence[Any], skip: int, limit: int
+    session: AsyncSession,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[ColumnElement[Any]],
+    skip: int,
+    limit: int,
+    total: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    total = await session.scalar(select(func.count()).select_from(Contact.__table__).where(*where))
-    query: Select[Any] = select(Contact.__table__).where(*where).order_by(*order_by).offset(skip).limit(limit)
-    rows = (await session.execute(query)).mappings().all()
-    return [dict(row) for row in rows], int(total or 0)
+    """One page and the number of rows in all pages (counted here unless the caller knows it).
+
+    A page past the middle is read from the far end, in reverse order, and turned around: OFFSET walks every
+    row it skips, so this way a page costs O(min(skip, total - skip)) instead of O(skip), and the last page is as
+    cheap as the first."""
+    if total is None:
+        total = int(await session.scalar(select(func.count()).select_from(Contact.__table__).where(*where)) or 0)
+    if skip >= total:
+        return [], total
+    query: Select[Any] = select(Contact.__table__).where(*where)
+    if skip > total // 2:
+        size = min(limit, total - skip)
+        query = query.order_by(*(column.desc() for column in order_by)).offset(total - skip - size).limit(size)
+        rows = list(reversed((await session.execute(query)).mappings().all()))
+    else:
+        rows = list((await session.execute(query.order_by(*order_by).offset(skip).limit(limit))).mappings().all())
+    return [dict(row) for row in rows], total
+
+
+async def count_of_user(session: AsyncSession, user_id: int) -> int:
+    """The size of the user's address book, from `contact_counts` (one primary-key read)."""
+    stored = await session.scalar(select(ContactCount.contacts).where(ContactCount.user_id == user_id))
+    return int(stored or 0)
 
 
 async def list_page(
@@ -54,7 +79,8 @@ async def list_page(
     where = [_owned(user_id)]
     if q:
         where.append(_COLUMNS.search_text.like(f"%{_escape_like(q.lower())}%", escape="\\"))
-    return await _page(session, where, [_COLUMNS.id], skip, limit)
+        return await _page(session, where, [_COLUMNS.id], skip, limit)
+    return await _page(session, where, [_COLUMNS.id], skip, limit, await count_of_user(session, user_id))
 
 
 async def birthdays_page(
@@ -72,7 +98,7 @@ async def birthdays_page(
     if extra_keys:
         conditions.append(key.in_(list(extra_keys)))
     where = [_owned(user_id), key.is_not(None), or_(*conditions)]
-    order = [case((key >= today_key, 0), else_=1), key, _COLUMNS.id]
+    order: list[ColumnElement[Any]] = [case((key >= today_key, 0), else_=1), key, _COLUMNS.id]
     return await _page(session, where, order, skip, limit)
 
 
@@ -88,10 +114,32 @@ async def _flush(session: AsyncSession) -> None:
         raise ContactEmailTaken from exc
 
 
+async def _count_change(session: AsyncSession, user_id: int, added: bool) -> None:
+    """Keep `contact_counts` in step, in the same transaction as the insert or delete it counts. The row is
+    locked by the first writer until it commits, so concurrent writes of one user count one after another."""
+    if added:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(ContactCount).values(user_id=user_id, contacts=1)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[ContactCount.user_id],
+                set_={"contacts": ContactCount.contacts + statement.excluded.contacts},
+            )
+        )
+    else:
+        await session.execute(
+            update(ContactCount)
+            .where(ContactCount.user_id == user_id, ContactCount.contacts > 0)
+            .values(contacts=ContactCount.contacts - 1)
+        )
+
+
 async def add(session: AsyncSession, contact: Contact) -> Contact:
     _derive(contact)
     session.add(contact)
     await _flush(session)
+    await _count_change(session, contact.user_id, added=True)
     return contact
 
 
@@ -103,7 +151,10 @@ async def save(session: AsyncSession, contact: Contact) -> Contact:
 
 async def remove(session: AsyncSession, contact_id: int, user_id: int) -> bool:
     result = await session.execute(delete(Contact).where(Contact.id == contact_id, Contact.user_id == user_id))
-    return bool(getattr(result, "rowcount", 0))
+    removed = bool(getattr(result, "rowcount", 0))
+    if removed:
+        await _count_change(session, user_id, added=False)
+    return removed
 
 
 async def ids_of_user(session: AsyncSession, user_id: int) -> list[int]:

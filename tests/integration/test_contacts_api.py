@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app.contacts.models import Contact
+from app.contacts.models import Contact, ContactCount
 from tests.factories import auth_headers, make_contact, make_user
 
 API = "/api/v1"
@@ -395,6 +395,40 @@ async def test_list_contacts_pages_by_skip_and_limit(client, db, owner, headers)
     assert (body["total"], body["skip"], body["limit"]) == (7, 2, 3)
 
 
+async def test_list_contacts_every_page_matches_id_order_from_either_end(client, db, owner, headers):
+    # Pages past the middle are read backwards from the end (app/contacts/repository.py): each page, whichever
+    # way it is read, is the same slice of the id order, including the pages that run past the end.
+    matching = [(await make_contact(db, owner, first_name=f"Page{n}")).id for n in range(7)]
+    everyone = sorted([*matching, (await make_contact(db, owner, first_name="Other")).id])
+
+    wrong = {}
+    for q, expected in ((None, everyone), ("page", sorted(matching))):
+        for skip in range(len(expected) + 2):
+            for limit in (1, 2, 3, 5):
+                params = {"skip": skip, "limit": limit} | ({"q": q} if q else {})
+                body = (await client.get(f"{API}/contacts", params=params, headers=headers)).json()
+                page = ([item["id"] for item in body["items"]], body["total"])
+                if page != (expected[skip : skip + limit], len(expected)):
+                    wrong[(q, skip, limit)] = page
+
+    assert wrong == {}
+
+
+async def test_contact_total_follows_creates_and_deletes(client, db, owner, headers, settings):
+    made = [await client.post(f"{API}/contacts", json={"first_name": f"N{n}"}, headers=headers) for n in range(3)]
+    await client.delete(f"{API}/contacts/{made[0].json()['id']}", headers=headers)
+    await client.delete(f"{API}/contacts/{made[0].json()['id']}", headers=headers)  # already gone: 404, no change
+    other = await make_user(db, settings)
+    await make_contact(db, other)
+
+    body = (await client.get(f"{API}/contacts", headers=headers)).json()
+
+    assert body["total"] == 2
+    assert [item["id"] for item in body["items"]] == [made[1].json()["id"], made[2].json()["id"]]
+    stored = await db.scalar(select(ContactCount.contacts).where(ContactCount.user_id == owner.id))
+    assert stored == 2
+
+
 async def test_list_contacts_accepts_limit_100(client, db, owner, headers):
     await make_contact(db, owner)
 
@@ -590,3 +624,22 @@ async def test_health_reports_database_and_cache_ok(client):
     assert body["cache"]["ok"] is True
     assert isinstance(body["cache"]["backend"], str)
     assert body["cache"]["backend"]
+
+
+async def test_birthday_pages_match_the_whole_list_from_either_end(client, birthday_people, db, owner, headers):
+    # Two people share a birthday, so the order within one day (by id) counts too; the year wraps at "Yesterday".
+    today = today_utc()
+    await make_contact(db, owner, first_name="AlsoTomorrow", birthday=born_on_day_of(today + timedelta(1)))
+    whole = (await client.get(f"{API}/contacts/birthdays", params={"days": 365, "limit": 100}, headers=headers)).json()
+    order = [item["id"] for item in whole["items"]]
+    assert whole["total"] == len(order) == 7
+
+    wrong = {}
+    for skip in range(len(order) + 2):
+        for limit in (1, 2, 3):
+            params = {"days": 365, "skip": skip, "limit": limit}
+            body = (await client.get(f"{API}/contacts/birthdays", params=params, headers=headers)).json()
+            if [item["id"] for item in body["items"]] != order[skip : skip + limit] or body["total"] != 7:
+                wrong[(skip, limit)] = body
+
+    assert wrong == {}

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -20,7 +21,7 @@ import app.users.models  # noqa: F401 - every table on the metadata
 from app.core.db import Base
 from app.core.migrations import alembic_config, downgrade_to_base, upgrade_to_head
 
-APP_TABLES = {"users", "contacts", "refresh_tokens"}
+APP_TABLES = {"users", "contacts", "refresh_tokens", "contact_counts"}
 # Created by the migration only where pg_trgm and btree_gin exist; deliberately not on the ORM metadata.
 POSTGRES_ONLY_INDEXES = {"ix_contacts_search_text_trgm"}
 
@@ -121,6 +122,36 @@ async def test_migrations_downgrade_to_base_leaves_nothing_behind(fresh_engine):
     assert found["indexes"] == set()
     assert found["sequences"] == set()
     assert await current_revisions(engine) == set()
+
+
+async def test_contact_counts_migration_counts_existing_contacts(fresh_engine):
+    engine = fresh_engine
+
+    def upgrade_to(revision: str):
+        def run(connection) -> None:
+            command.upgrade(alembic_config(connection), revision)
+
+        return run
+
+    async with engine.begin() as connection:
+        await connection.run_sync(upgrade_to("0001"))
+        for email in ("a@example.com", "b@example.com", "c@example.com"):
+            await connection.execute(
+                text("INSERT INTO users (email, hashed_password) VALUES (:email, 'x')"), {"email": email}
+            )
+        ids = list((await connection.execute(text("SELECT id FROM users ORDER BY id"))).scalars())
+        for user_id, contacts in zip(ids, (3, 1, 0), strict=True):
+            for n in range(contacts):
+                await connection.execute(
+                    text("INSERT INTO contacts (user_id, first_name, search_text) VALUES (:u, :n, :s)"),
+                    {"u": user_id, "n": f"c{n}", "s": f"c{n}"},
+                )
+
+    await upgrade_to_head(engine)
+
+    async with engine.connect() as connection:
+        counts = dict((await connection.execute(text("SELECT user_id, contacts FROM contact_counts"))).all())
+    assert counts == {ids[0]: 3, ids[1]: 1}
 
 
 async def test_migrations_upgrade_again_after_downgrade(fresh_engine):
