@@ -195,6 +195,40 @@ return 1
 )
 
 
+# A timer that fires this much after its time shows that the event loop was busy elsewhere.
+LOOP_LAG_SLACK = 0.01
+
+
+class _Deadline:
+    """Expires an `asyncio.timeout` window once an operation has had `timeout` seconds of the event loop's
+    attention. A plain timeout counts the loop's own lag: when a worker is saturated (a herd of requests parsing
+    and verifying tokens), Redis answers in time but the reply waits in the socket, and a 50 ms timeout would fail
+    healthy operations, open the breaker and send everyone to the database just when the cache matters most. The
+    timer notices that it fires late; then the loop was busy, and the operation gets a fresh `timeout` from now,
+    up to `cap` in all. A Redis that hangs on an idle loop still fails after `timeout`."""
+
+    __slots__ = ("_cap_at", "_handle", "_loop", "_timeout", "_window")
+
+    def __init__(self, window: asyncio.Timeout, timeout: float, cap: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._window = window
+        self._timeout = timeout
+        now = self._loop.time()
+        self._cap_at = now + max(timeout, cap)
+        self._handle = self._loop.call_at(now + timeout, self._fire, now + timeout)
+
+    def _fire(self, due: float) -> None:
+        now = self._loop.time()
+        if now - due > LOOP_LAG_SLACK and now < self._cap_at:
+            when = min(now + self._timeout, self._cap_at)
+            self._handle = self._loop.call_at(when, self._fire, when)
+        else:
+            self._window.reschedule(now)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class RedisBackend:
     name = "redis"
 
@@ -203,7 +237,8 @@ class RedisBackend:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        timeout = settings.cache_op_timeout
+        # redis-py's own timeouts are only the backstop: RedisCache._call's lag-aware deadline is the real one.
+        timeout = max(settings.cache_op_timeout, settings.cache_op_timeout_cap)
         # No retries: redis-py's default (3 retries with backoff) costs seconds per request while Redis is down.
         self._pool = BlockingConnectionPool.from_url(
             url,
@@ -591,8 +626,12 @@ class RedisCache:
             raise CircuitOpen("circuit open")
         REDIS_ROUNDTRIPS.inc()
         try:
-            async with asyncio.timeout(self.settings.cache_op_timeout * 2):
-                result = await operation
+            async with asyncio.timeout(None) as window:
+                deadline = _Deadline(window, self.settings.cache_op_timeout, self.settings.cache_op_timeout_cap)
+                try:
+                    result = await operation
+                finally:
+                    deadline.cancel()
         except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
             breaker.record_failure()
             self._failed_since_success = True

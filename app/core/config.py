@@ -38,7 +38,12 @@ class Settings(BaseSettings):
     cache_user_ttl: int = Field(default=3600, ge=1)
     cache_contact_ttl: int = Field(default=1800, ge=1)
     cache_contacts_list_ttl: int = Field(default=1800, ge=1)
-    cache_op_timeout: float = Field(default=0.05, gt=0, description="Seconds any one Redis operation may take.")
+    cache_op_timeout: float = Field(
+        default=0.05, gt=0, description="Seconds any one Redis operation may take while the event loop is free."
+    )
+    cache_op_timeout_cap: float = Field(
+        default=1.0, gt=0, description="Seconds a Redis operation may take at most, however busy the event loop."
+    )
     cache_lease_ttl: float = Field(default=2.0, gt=0, description="Seconds a cache-miss lease lives.")
     cache_lease_wait: float = Field(default=0.25, ge=0, description="Seconds a reader waits for another's fill.")
     cache_breaker_threshold: int = Field(default=3, ge=1)

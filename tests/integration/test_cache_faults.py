@@ -368,11 +368,59 @@ async def test_redis_py_makes_one_attempt_against_a_server_that_never_answers(
             f"{raw_connections} connection(s) opened; a read through the cache returned in {1000 * took:.0f} ms"
         )
         assert raw_connections == 1
-        assert raw_took < OP_TIMEOUT * 2 + 0.05
+        # redis-py's own socket timeout is only the backstop (the cap); the cache's deadline is the operation's.
+        assert raw_took < cache.settings.cache_op_timeout_cap + 0.1
         assert took < LATENCY_BOUND
     finally:
         for writer in held:
             writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_busy_event_loop_does_not_fail_healthy_redis_operations(
+    redis_process: RedisProcess, make_cache: Callable[[str], RedisCache]
+) -> None:
+    """200 reads in flight, then the loop blocked for 3 x the operation timeout (a saturated worker: other
+    requests' parsing and token checks), at each stage of the reads' progress (after 1 to 8 loop iterations).
+    Redis answered in time; the replies only waited in their sockets. Every read is a hit, no operation fails
+    and the breaker stays closed."""
+    cache = make_cache(redis_process.url)
+    source = Source()
+    key = cache.contact_key(1, 1)
+    assert await is_cached(cache, source, key)
+    errors = counter("contacts_api_cache_requests_total", kind="contact", result="error")
+    calls = source.calls
+
+    results = []
+    for iterations in range(1, 9):
+        read = source.loader(key)
+        reads = [asyncio.create_task(cache.read_through(Kind.contact, key, read, TTL)) for _ in range(200)]
+        for _ in range(iterations):
+            await asyncio.sleep(0)
+        time.sleep(OP_TIMEOUT * 3)  # noqa: ASYNC251 - blocking the loop is the point
+        results += await asyncio.gather(*reads)
+
+    assert results == [source.expected(key)] * 1600
+    assert source.calls == calls
+    assert counter("contacts_api_cache_requests_total", kind="contact", result="error") == errors
+    assert not cache.breaker.is_open
+
+
+async def test_a_silent_redis_still_fails_after_the_operation_timeout_on_an_idle_loop(
+    make_cache: Callable[[str], RedisCache],
+) -> None:
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cache = make_cache(f"redis://127.0.0.1:{port}/0")
+        source = Source()
+        async with LoopLag() as lag:
+            raw, took = await timed_read(cache, source, cache.contact_key(1, 1))
+        print(f"\n[silent server, idle loop] read answered from the source in {1000 * took:.0f} ms")
+        assert raw == source.expected(cache.contact_key(1, 1))
+        assert took < OP_TIMEOUT + 0.05 + lag.max
+    finally:
         server.close()
         await server.wait_closed()
 
