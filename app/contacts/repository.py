@@ -77,10 +77,13 @@ async def list_page(
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of the user's contacts in id order, optionally those whose name or email contains `q`."""
     where = [_owned(user_id)]
+    # Ordered by (user_id, id), which is id order for one user, so that the (user_id, id) index serves both the
+    # filter and the order in either direction; by id alone PostgreSQL may walk the primary key and filter.
+    order = [_COLUMNS.user_id, _COLUMNS.id]
     if q:
         where.append(_COLUMNS.search_text.like(f"%{_escape_like(q.lower())}%", escape="\\"))
-        return await _page(session, where, [_COLUMNS.id], skip, limit)
-    return await _page(session, where, [_COLUMNS.id], skip, limit, await count_of_user(session, user_id))
+        return await _page(session, where, order, skip, limit)
+    return await _page(session, where, order, skip, limit, await count_of_user(session, user_id))
 
 
 async def birthdays_page(
