@@ -196,32 +196,42 @@ return 1
 
 
 # A timer that fires this much after its time shows that the event loop was busy elsewhere.
-LOOP_LAG_SLACK = 0.01
+LOOP_LAG_SLACK = 0.005
+# Loop iterations an operation still gets once its time is up, before it is failed: a reply that arrived while
+# the loop was busy needs two or three (socket readable, then the waiting task's step). Free on an idle loop.
+GRACE_ITERATIONS = 8
 
 
 class _Deadline:
     """Expires an `asyncio.timeout` window once an operation has had `timeout` seconds of the event loop's
-    attention. A plain timeout counts the loop's own lag: when a worker is saturated (a herd of requests parsing
+    attention. A plain timeout counts the loop's own work: when a worker is saturated (a herd of requests parsing
     and verifying tokens), Redis answers in time but the reply waits in the socket, and a 50 ms timeout would fail
-    healthy operations, open the breaker and send everyone to the database just when the cache matters most. The
-    timer notices that it fires late; then the loop was busy, and the operation gets a fresh `timeout` from now,
-    up to `cap` in all. A Redis that hangs on an idle loop still fails after `timeout`."""
+    healthy operations, open the breaker and send everyone to the database just when the cache matters most.
+    So a timer that fires late (the loop was busy) gives the operation a fresh `timeout`, and one that fires on
+    time still lets the loop run a few more iterations, in which a reply already received completes the
+    operation; all within `cap`. A Redis that hangs, on an idle loop, still fails after `timeout`."""
 
-    __slots__ = ("_cap_at", "_handle", "_loop", "_timeout", "_window")
+    __slots__ = ("_cap_at", "_handle", "_hops", "_loop", "_timeout", "_window")
 
     def __init__(self, window: asyncio.Timeout, timeout: float, cap: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._window = window
         self._timeout = timeout
+        self._hops = 0
         now = self._loop.time()
         self._cap_at = now + max(timeout, cap)
-        self._handle = self._loop.call_at(now + timeout, self._fire, now + timeout)
+        self._handle: asyncio.Handle = self._loop.call_at(now + timeout, self._fire, now + timeout)
 
     def _fire(self, due: float) -> None:
         now = self._loop.time()
-        if now - due > LOOP_LAG_SLACK and now < self._cap_at:
+        if now >= self._cap_at:
+            self._window.reschedule(now)
+        elif now - due > LOOP_LAG_SLACK:
             when = min(now + self._timeout, self._cap_at)
             self._handle = self._loop.call_at(when, self._fire, when)
+        elif self._hops < GRACE_ITERATIONS:
+            self._hops += 1
+            self._handle = self._loop.call_soon(self._fire, now)
         else:
             self._window.reschedule(now)
 
@@ -546,6 +556,7 @@ class RedisCache:
         # nothing from the cache until then (see `_call`).
         self._failed_since_success = False
         self._distrust_until = 0.0
+        self._in_flight = 0  # Redis operations of this process under way
         # Test hook: awaited between reading the database and filling the cache (fault injection).
         self.before_fill: FillHook | None = None
         if settings is not None:
@@ -625,13 +636,22 @@ class RedisCache:
                 operation.close()
             raise CircuitOpen("circuit open")
         REDIS_ROUNDTRIPS.inc()
+        settings = self.settings
+        # Operations under way share the worker's CPU: with 200 requests in flight each one's reply is parsed
+        # a 200th as fast, so each gets CACHE_OP_TIMEOUT_PER_CALL more per operation under way (up to the cap).
+        timeout = min(
+            settings.cache_op_timeout + self._in_flight * settings.cache_op_timeout_per_call,
+            settings.cache_op_timeout_cap,
+        )
+        self._in_flight += 1
         try:
             async with asyncio.timeout(None) as window:
-                deadline = _Deadline(window, self.settings.cache_op_timeout, self.settings.cache_op_timeout_cap)
+                deadline = _Deadline(window, timeout, settings.cache_op_timeout_cap)
                 try:
                     result = await operation
                 finally:
                     deadline.cancel()
+                    self._in_flight -= 1
         except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
             breaker.record_failure()
             self._failed_since_success = True

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     cache_op_timeout: float = Field(
         default=0.05, gt=0, description="Seconds any one Redis operation may take while the event loop is free."
     )
+    cache_op_timeout_per_call: float = Field(
+        default=0.001, ge=0, description="Seconds added to the timeout for each Redis operation already under way."
+    )
     cache_op_timeout_cap: float = Field(
         default=1.0, gt=0, description="Seconds a Redis operation may take at most, however busy the event loop."
     )
