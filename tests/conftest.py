@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -29,7 +28,7 @@ from app.core.db import Database
 from app.core.migrations import upgrade_to_head
 from app.core.rate_limit import RateLimiter
 from app.main import create_app
-from tests.servers import EmbeddedPostgres, RedisProcess, free_port, port_open
+from tests.servers import EmbeddedPostgres, RedisProcess, free_port, port_open, throwaway_database
 
 TEST_REDIS_DB = 13
 TABLES = ("refresh_tokens", "contacts", "users")
@@ -73,18 +72,6 @@ def postgres_admin_url() -> Iterator[str]:
         server.close()
 
 
-async def _postgres_execute(admin_url: str, *statements: str) -> None:
-    import asyncpg
-
-    url = make_url(admin_url).set(drivername="postgresql", database="postgres")
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="session")
 def database_url(
     db_engine_name: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -98,16 +85,8 @@ def database_url(
         # A configured database is used as it is (its owner made it for tests).
         yield make_url(admin_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
         return
-    name = f"contacts_api_test_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_postgres_execute(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield (
-            make_url(admin_url)
-            .set(drivername="postgresql+asyncpg", database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        asyncio.run(_postgres_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_database(admin_url, "contacts_api_test") as url:
+        yield url
 
 
 CLAIM_NAME = "contacts-api-tests"

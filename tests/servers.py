@@ -8,17 +8,23 @@ set; else 127.0.0.1:6379 if it answers; else a server started from `redis-server
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -173,3 +179,31 @@ class EmbeddedPostgres:
                 time.sleep(0.05)
             self.pid = None
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def postgres_admin_execute(admin_url: str, statement: str, *args: Any) -> Any:
+    """Run one statement in the server's `postgres` database (CREATE / DROP DATABASE and the like)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    url = make_url(admin_url).set(drivername="postgresql", database="postgres")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        return await connection.execute(statement, *args)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def throwaway_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database named `prefix_<pid>_<random>` (its SQLAlchemy asyncpg URL), dropped on
+    exit. For synchronous fixtures: it runs its statements in an event loop of its own."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(postgres_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            make_url(admin_url)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        asyncio.run(postgres_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

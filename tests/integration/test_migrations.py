@@ -20,21 +20,11 @@ import app.contacts.models
 import app.users.models  # noqa: F401 - every table on the metadata
 from app.core.db import Base
 from app.core.migrations import alembic_config, downgrade_to_base, upgrade_to_head
+from tests.servers import postgres_admin_execute
 
 APP_TABLES = {"users", "contacts", "refresh_tokens", "contact_counts"}
 # Created by the migration only where pg_trgm and btree_gin exist; deliberately not on the ORM metadata.
 POSTGRES_ONLY_INDEXES = {"ix_contacts_search_text_trgm"}
-
-
-async def _postgres_admin(admin_url: str, statement: str) -> None:
-    import asyncpg
-
-    url = make_url(admin_url).set(drivername="postgresql", database="postgres")
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres_only)])
@@ -48,14 +38,14 @@ async def fresh_engine(request, tmp_path) -> AsyncIterator[AsyncEngine]:
         return
     admin_url: str = request.getfixturevalue("postgres_admin_url")
     name = f"contacts_migrations_{secrets.token_hex(4)}"
-    await _postgres_admin(admin_url, f'CREATE DATABASE "{name}"')
+    await postgres_admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         yield engine
     finally:
         await engine.dispose()
-        await _postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await postgres_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def head_revision() -> str:

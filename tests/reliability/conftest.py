@@ -9,7 +9,6 @@ the end of the session and written to tests/reliability/LAST_RUN.md.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -31,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from tests.reliability.secrets_scan import SecretScanner
-from tests.servers import RedisProcess, free_port
+from tests.servers import RedisProcess, free_port, throwaway_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REPORT_PATH = Path(__file__).with_name("LAST_RUN.md")
@@ -172,17 +171,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # --------------------------------------------------------------------------------------------------------------
 
 
-async def _admin_execute(admin_url: str, statement: str, *args: Any) -> Any:
-    import asyncpg  # type: ignore[import-untyped]
-
-    url = make_url(admin_url).set(drivername="postgresql", database="postgres")
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
-    try:
-        return await connection.execute(statement, *args)
-    finally:
-        await connection.close()
-
-
 def asyncpg_dsn(database_url: str) -> str:
     """A SQLAlchemy URL as a plain libpq DSN that asyncpg accepts."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -191,16 +179,8 @@ def asyncpg_dsn(database_url: str) -> str:
 @contextlib.contextmanager
 def fresh_database(admin_url: str, label: str) -> Iterator[str]:
     """A new, empty PostgreSQL database (its SQLAlchemy asyncpg URL), dropped on exit."""
-    name = f"contacts_rel_{label}_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield (
-            make_url(admin_url)
-            .set(drivername="postgresql+asyncpg", database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        asyncio.run(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_database(admin_url, f"contacts_rel_{label}") as url:
+        yield url
 
 
 def start_redis() -> RedisProcess:
