@@ -628,7 +628,7 @@ class RedisCache:
 
     # -- the guarded call -------------------------------------------------------------------------------------
 
-    async def _call(self, operation: Awaitable[Any]) -> Any:
+    async def _call(self, operation: Awaitable[Any], *, patient: bool = False) -> Any:
         """Run one backend round trip under the breaker and the operation timeout; CacheUnavailable on failure."""
         breaker = self.breaker
         if not breaker.allow():
@@ -643,6 +643,11 @@ class RedisCache:
             settings.cache_op_timeout + self._in_flight * settings.cache_op_timeout_per_call,
             settings.cache_op_timeout_cap,
         )
+        if patient:
+            # A write's tombstone or deletion: worth up to the cap, because one that fails while other workers
+            # keep reading Redis leaves them the old value until its retry lands. A read is better served by the
+            # database than by waiting.
+            timeout = settings.cache_op_timeout_cap
         self._in_flight += 1
         try:
             async with asyncio.timeout(None) as window:
@@ -754,7 +759,7 @@ class RedisCache:
         if not key_list:
             return True
         try:
-            await self._call(self.backend.delete(key_list))
+            await self._call(self.backend.delete(key_list), patient=True)
         except CacheUnavailable:
             CACHE_INVALIDATIONS.labels("deferred").inc()
             self._pending.update(key_list)
@@ -778,7 +783,7 @@ class RedisCache:
         marked = [(key, key[len(prefix) :].startswith("contacts:")) for key in keys]
         ttl_ms = int(self.settings.cache_tombstone_ttl * 1000)
         try:
-            await self._call(self.backend.tombstone(marked, ttl_ms))
+            await self._call(self.backend.tombstone(marked, ttl_ms), patient=True)
         except CacheUnavailable:
             return False
         return True

@@ -159,7 +159,12 @@ class Workload:
     # -- set-up -------------------------------------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self.client_count + 5, max_keepalive_connections=self.client_count + 5)
+        # Idle connections are dropped after 2 s, before uvicorn closes them (its keep-alive timeout is 5 s, as is
+        # httpx's default): with equal timeouts a request can be sent on a connection the server is closing, and
+        # fail with a ReadError that says nothing about the service (seen once in a no-cache baseline).
+        limits = httpx.Limits(
+            max_connections=self.client_count + 5, max_keepalive_connections=self.client_count + 5, keepalive_expiry=2.0
+        )
         hooks = {"response": [self._scan]} if self.scanner else {}
         return httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT, limits=limits, event_hooks=hooks)
 
