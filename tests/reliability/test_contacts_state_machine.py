@@ -261,6 +261,17 @@ class ContactsModel(RuleBasedStateMachine):
         assert data["updated_at"] >= data["created_at"]
         expected.created_at, expected.updated_at = data["created_at"], data["updated_at"]
 
+    def _read_back(self, user: int, contact_id: int) -> None:
+        """GET the contact the way any later read would, and compare it with the model: right after a write, so
+        that a cached copy the write failed to invalidate (the read before the write cached it) shows at once."""
+        response = self._send(user, "GET", f"{API}/contacts/{contact_id}")
+        expected = self._visible(user, contact_id)
+        if expected is None:
+            assert response.status_code == 404, response.text
+        else:
+            assert response.status_code == 200, response.text
+            self._assert_contact(response.json(), expected)
+
     def _pick(self, data: st.DataObject) -> int:
         return data.draw(st.sampled_from([*self.ids, ABSENT_ID]), label="contact id")
 
@@ -310,14 +321,18 @@ class ContactsModel(RuleBasedStateMachine):
     @rule(user=st.integers(0, 1), data=st.data(), body=FULL_BODIES)
     def replace(self, user: int, data: st.DataObject, body: dict[str, Any]) -> None:
         contact_id = self._pick(data)
+        self._read_back(user, contact_id)
         response = self._send(user, "PUT", f"{API}/contacts/{contact_id}", json=body)
         self._check_update(user, contact_id, response, normalized(body), partial=False)
+        self._read_back(user, contact_id)
 
     @rule(user=st.integers(0, 1), data=st.data(), body=PARTIAL_BODIES)
     def patch(self, user: int, data: st.DataObject, body: dict[str, Any]) -> None:
         contact_id = self._pick(data)
+        self._read_back(user, contact_id)
         response = self._send(user, "PATCH", f"{API}/contacts/{contact_id}", json=body)
         self._check_update(user, contact_id, response, normalized(body), partial=True)
+        self._read_back(user, contact_id)
 
     def _check_update(
         self, user: int, contact_id: int, response: httpx.Response, values: dict[str, Any] | None, *, partial: bool
@@ -342,12 +357,14 @@ class ContactsModel(RuleBasedStateMachine):
     @rule(user=st.integers(0, 1), data=st.data())
     def delete(self, user: int, data: st.DataObject) -> None:
         contact_id = self._pick(data)
+        self._read_back(user, contact_id)
         response = self._send(user, "DELETE", f"{API}/contacts/{contact_id}")
         if self._visible(user, contact_id) is None:
             assert response.status_code == 404, response.text
             return
         assert response.status_code == 204, response.text
         del self.contacts[contact_id]
+        self._read_back(user, contact_id)
 
     # -- reads -------------------------------------------------------------------------------------------------
 
