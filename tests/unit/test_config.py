@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -50,3 +52,12 @@ def test_malformed_settings_are_refused_at_start(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("\n## ", readme.index("## Configuration") + 1)]
+
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in table]
+
+    assert missing == []
