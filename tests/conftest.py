@@ -28,7 +28,7 @@ from app.core.db import Database
 from app.core.migrations import upgrade_to_head
 from app.core.rate_limit import RateLimiter
 from app.main import create_app
-from tests.servers import EmbeddedPostgres, RedisProcess, free_port, port_open, throwaway_database
+from tests.servers import EmbeddedPostgres, RedisProcess, embedded_only, free_port, port_open, throwaway_database
 
 TEST_REDIS_DB = 13
 TABLES = ("refresh_tokens", "contacts", "users")
@@ -62,7 +62,7 @@ def postgres_admin_url() -> Iterator[str]:
     if os.environ.get("DATABASE_URL", "").startswith("postgresql"):
         yield os.environ["DATABASE_URL"]
         return
-    if port_open("127.0.0.1", 5432) and not os.environ.get("CONTACTS_TEST_EMBEDDED"):
+    if port_open("127.0.0.1", 5432) and not embedded_only():
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
         return
     server = EmbeddedPostgres().start()
@@ -119,7 +119,7 @@ def redis_url() -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    if port_open("127.0.0.1", 6379) and not os.environ.get("CONTACTS_TEST_EMBEDDED"):
+    if port_open("127.0.0.1", 6379) and not embedded_only():
         url, claim = _claim_redis_db("127.0.0.1", 6379)
         try:
             yield url

