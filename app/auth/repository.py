@@ -16,17 +16,21 @@ async def add(db: AsyncSession, jti: str, family_id: str, user_id: int, expires_
     await db.flush()
 
 
-async def get_for_update(db: AsyncSession, jti: str) -> RefreshToken | None:
-    """The record, locked on PostgreSQL so that two concurrent uses of one token cannot both rotate it."""
-    query = select(RefreshToken).where(RefreshToken.jti == jti)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return (await db.execute(query)).scalar_one_or_none()
+async def get(db: AsyncSession, jti: str) -> RefreshToken | None:
+    return (await db.execute(select(RefreshToken).where(RefreshToken.jti == jti))).scalar_one_or_none()
 
 
-async def mark_used(db: AsyncSession, record: RefreshToken) -> None:
-    record.used_at = utcnow()
-    await db.flush()
+async def mark_used(db: AsyncSession, jti: str) -> bool:
+    """Spend the token if it is still live: a compare-and-set, so that of two concurrent uses exactly one wins on
+    every database (the loser's UPDATE waits for the winner's row lock, then matches no row). False if the token
+    was already used or revoked."""
+    result = await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.jti == jti, RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def revoke_family(db: AsyncSession, family_id: str) -> None:

@@ -87,7 +87,7 @@ async def refresh(db: AsyncSession, settings: Settings, refresh_token: str) -> T
         claims = decode_token(settings, refresh_token, TokenPurpose.refresh)
     except InvalidToken as exc:
         raise InvalidRefreshToken from exc
-    record = await repository.get_for_update(db, str(claims["jti"]))
+    record = await repository.get(db, str(claims["jti"]))
     if record is None or record.revoked_at is not None or record.user_id != int(claims["sub"]):
         raise InvalidRefreshToken
     if record.used_at is not None:
@@ -98,7 +98,11 @@ async def refresh(db: AsyncSession, settings: Settings, refresh_token: str) -> T
     user = await users_service.get_user_by_id(db, record.user_id)
     if user is None or not user.is_active or claims.get("ver") != user.token_version:
         raise InvalidRefreshToken
-    await repository.mark_used(db, record)
+    if not await repository.mark_used(db, record.jti):
+        # A concurrent use spent it between our read and our write: one of the two is a replay. The winner has
+        # committed its new token by now (we waited for its lock), so revoking the family ends that one too.
+        await repository.revoke_family(db, record.family_id)
+        raise RefreshTokenReused
     return await issue_tokens(db, settings, user, record.family_id)
 
 
@@ -107,7 +111,7 @@ async def logout(db: AsyncSession, settings: Settings, refresh_token: str) -> No
         claims = decode_token(settings, refresh_token, TokenPurpose.refresh)
     except InvalidToken as exc:
         raise InvalidRefreshToken from exc
-    record = await repository.get_for_update(db, str(claims["jti"]))
+    record = await repository.get(db, str(claims["jti"]))
     if record is None or record.user_id != int(claims["sub"]):
         raise InvalidRefreshToken
     await repository.revoke_family(db, record.family_id)

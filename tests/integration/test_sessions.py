@@ -3,6 +3,7 @@ and the token-confusion matrix (each token is accepted where its purpose is expe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -129,6 +130,29 @@ async def test_reusing_a_used_refresh_token_revokes_its_whole_family(client, db,
     assert all(row.revoked_at is not None for row in rows if row.family_id == family)
     # Another login of the same user is another family: it lives on.
     assert (await refresh(client, other_session["refresh_token"])).status_code == 200
+
+
+@pytest.mark.parametrize("racers", [2, 6])
+async def test_concurrent_uses_of_one_refresh_token_rotate_once_and_revoke_the_family(client, db, settings, racers):
+    user = await make_user(db, settings)
+    pair = await login(client, user.email)
+    family = claims_of(pair["refresh_token"])["fam"]
+
+    responses = await asyncio.gather(*(refresh(client, pair["refresh_token"]) for _ in range(racers)))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [401] * (racers - 1), [r.text for r in responses]
+    # A loser that reads the token after another loser revoked the family sees a revoked token.
+    errors = [r.json()["error"] for r in responses if r.status_code == 401]
+    assert "RefreshTokenReused" in errors
+    assert set(errors) <= {"RefreshTokenReused", "InvalidRefreshToken"}
+    rows = await refresh_rows(db, user.id)
+    assert len(rows) == 2  # the login's token and the one rotation: no second family, no second child
+    assert {row.family_id for row in rows} == {family}
+    assert all(row.revoked_at is not None for row in rows)
+    winner = next(r.json() for r in responses if r.status_code == 200)
+    after = await refresh(client, winner["refresh_token"])
+    assert after.status_code == 401, after.text
 
 
 async def test_logout_ends_the_session_of_that_refresh_token(client, db, settings):
