@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import os
 import shutil
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from app.core.config import get_settings
+from app.core.config import MIN_JWT_SECRET_LENGTH, get_settings, is_loopback
 
 cli = typer.Typer(help="The Contacts API.", no_args_is_help=True, add_completion=False)
 
@@ -39,14 +40,31 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, envvar="WEB_CONCURRENCY", help="Worker processes")] = 1,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first")] = True,
 ) -> None:
     """Run the API server (uvicorn). With no configuration: SQLite file ./contacts.db and an in-process cache."""
     import uvicorn
 
+    from app.core.logs import log_config
+
+    # The workers read their settings from the environment again: tell them how many they are (uvicorn's own
+    # variable), so that without Redis they run without the per-process cache (Settings.cache_off_reason).
+    os.environ["WEB_CONCURRENCY"] = str(workers)
+    get_settings.cache_clear()
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not is_loopback(host) and settings.weak_jwt_secret:
+        # Anyone who can reach the service could sign an administrator's token with a published secret.
+        typer.echo(
+            f"refusing to serve on {host}: JWT_SECRET is short or a published example value; set it to "
+            f"{MIN_JWT_SECRET_LENGTH} or more random characters (or leave it unset to generate one)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    logging_config = log_config(settings.log_level)
+    logging.config.dictConfig(logging_config)
+    if settings.cache_off_reason and settings.cache_enabled:
+        logging.getLogger("app.cli").warning("cache off: %s", settings.cache_off_reason)
     if migrate_first:
         asyncio.run(_migrate())
     metrics_dir = None
@@ -65,6 +83,7 @@ def serve(
             # The client address is the socket's; trusted proxies are handled by the app (TRUSTED_PROXIES).
             proxy_headers=False,
             server_header=False,
+            log_config=logging_config,
             log_level=settings.log_level.lower(),
             access_log=False,
         )

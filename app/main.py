@@ -18,13 +18,13 @@ from sqlalchemy import text
 from app.auth.router import router as auth_router
 from app.contacts.router import router as contacts_router
 from app.core.cache import cache
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, get_settings, with_jwt_secret
 from app.core.db import Database
 from app.core.email import Mailer
 from app.core.errors import install_error_handlers
-from app.core.metrics import CONTENT_TYPE, render_metrics
+from app.core.metrics import CONTENT_TYPE, check_metrics_access, render_metrics
 from app.core.middleware import BodySizeLimit
-from app.core.openapi import document_body_errors
+from app.core.openapi import document_body_errors, errors
 from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
 from app.users.router import admin_router
@@ -47,7 +47,7 @@ async def _database_ok(database: Database, seconds: float) -> bool:
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     """Build the application. Tests pass their own settings and database; production reads the environment."""
-    settings = settings or get_settings()
+    settings = with_jwt_secret(settings or get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,15 +105,24 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         cache_ok = await cache.ping()
         if not db_ok:
             response.status_code = 503
+        if cache.off_reason:
+            # Off on purpose (not an outage): every read goes to the database, and the body says why.
+            return {
+                "status": "ok" if db_ok else "degraded",
+                "database": {"ok": db_ok},
+                "cache": {"backend": "off", "ok": True, "reason": cache.off_reason},
+            }
         return {
             "status": "ok" if db_ok and cache_ok else "degraded",
             "database": {"ok": db_ok},
             "cache": {"backend": cache.backend.name, "ok": cache_ok},
         }
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics: cache hits, misses, errors and bypasses per kind, hit ratio, queries, round trips."""
+    @app.get("/metrics", tags=["ops"], response_class=Response, responses=errors(403))
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics: cache hits, misses, errors and bypasses per kind, hit ratio, queries, round trips.
+        Only for clients in METRICS_ALLOW (default: this machine) or bearing METRICS_TOKEN."""
+        check_metrics_access(request, settings)
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
     return app

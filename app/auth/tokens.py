@@ -41,7 +41,7 @@ def refresh_expiry(settings: Settings) -> datetime:
 
 def password_fingerprint(settings: Settings, hashed_password: str) -> str:
     """Ties a reset token to the password it replaces: once the password changes, the token is dead."""
-    key = settings.jwt_secret.get_secret_value().encode()
+    key = settings.jwt_key.encode()
     return hmac.new(key, hashed_password.encode(), hashlib.sha256).hexdigest()[:32]
 
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
+import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, Request
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
-DEV_JWT_SECRET = "dev-insecure-change-me-0123456789abcdef"  # noqa: S105 - the development default, refused in production
+# Secrets that were once shipped in this repository (the old built-in default, .env.example's placeholder):
+# anyone can sign tokens with them, so they are refused wherever the service can be reached from elsewhere.
+DEV_JWT_SECRET = "dev-insecure-change-me-0123456789abcdef"  # noqa: S105 - a known value, refused
+KNOWN_JWT_SECRETS = frozenset({DEV_JWT_SECRET, "change-me-to-32-or-more-random-characters"})
+MIN_JWT_SECRET_LENGTH = 32
+# With no JWT_SECRET, a random one is generated once and kept in this file beside the SQLite database.
+JWT_SECRET_FILE_NAME = ".contacts-api-jwt-secret"  # noqa: S105 - a file name
 
 
 class Settings(BaseSettings):
@@ -56,9 +69,18 @@ class Settings(BaseSettings):
     )
     cache_tombstone_ttl: float = Field(default=10.0, gt=0, description="Seconds a write's tombstone lives at most.")
     cache_pool_size: int = Field(default=50, ge=1)
+    # One user's cached pages and searches (the `contacts:{user_id}` hash): at most this many, of this many bytes.
+    cache_list_max_fields: int = Field(default=64, ge=1)
+    cache_list_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    # The in-process backend's memory: past it, the oldest keys are evicted.
+    cache_memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    # Worker processes on this host: uvicorn's own variable, which `serve --workers N` sets for its workers.
+    web_concurrency: int = Field(default=1, ge=1)
 
     # Tokens
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    # Unset: a random secret kept in JWT_SECRET_FILE (see `with_jwt_secret`); required in production.
+    jwt_secret: SecretStr | None = None
+    jwt_secret_file: str | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "contacts-api"
     access_token_ttl: int = Field(default=900, ge=1)
@@ -78,7 +100,8 @@ class Settings(BaseSettings):
     verify_token_ttl: int = Field(default=48 * 3600, ge=60)
     reset_token_ttl: int = Field(default=3600, ge=60)
 
-    # Email: SMTP when SMTP_HOST is set, else messages (with their links) go to the log.
+    # Email: SMTP when SMTP_HOST is set, else (development only, or MAIL_BACKEND=console) messages go to the log.
+    mail_backend: Literal["smtp", "console"] | None = None
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_user: str | None = None
@@ -96,17 +119,26 @@ class Settings(BaseSettings):
     rate_limit_account_email_ip: str = "20/hour"
     rate_limit_contacts_read: str = "600/minute"
     rate_limit_contacts_write: str = "120/minute"
+    rate_limit_avatar_upload: str = "10/minute"
     # Peers whose X-Forwarded-For is believed (addresses or networks); empty: the socket's address counts.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Who may read /metrics: clients in these networks (after TRUSTED_PROXIES), or with METRICS_TOKEN as bearer.
+    metrics_allow: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    metrics_token: SecretStr | None = None
 
     # Avatars
     media_root: str = "./media"
     avatar_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
-    avatar_max_pixels: int = Field(default=25_000_000, ge=1)
+    # Decoded pixels an upload may have (checked from its header, before decoding): a 256 px avatar needs few.
+    avatar_max_pixels: int = Field(default=4_000_000, ge=1)
     avatar_size: int = Field(default=256, ge=16, le=2048)
+    # Image work runs on a pool of its own: this many threads, and this many uploads waiting (then 503).
+    avatar_workers: int = Field(default=2, ge=1)
+    avatar_queue: int = Field(default=8, ge=0)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "metrics_allow", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
@@ -121,6 +153,7 @@ class Settings(BaseSettings):
         "rate_limit_account_email_ip",
         "rate_limit_contacts_read",
         "rate_limit_contacts_write",
+        "rate_limit_avatar_upload",
     )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
@@ -129,22 +162,75 @@ class Settings(BaseSettings):
         parse(value)  # raises ValueError on a malformed limit
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
         for entry in value:
             ipaddress.ip_network(entry, strict=False)
         return value
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:
-        if self.environment == "production":
-            secret = self.jwt_secret.get_secret_value()
-            if secret == DEV_JWT_SECRET or len(secret) < 32:
-                raise ValueError("JWT_SECRET must be set to a random value of at least 32 characters in production")
+        if self.environment == "production" and self.weak_jwt_secret:
+            raise ValueError(
+                f"JWT_SECRET must be set to a random value of at least {MIN_JWT_SECRET_LENGTH} characters in "
+                "production (it is shared by every worker and host)"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _refuse_mail_to_the_log_in_production(self) -> Settings:
+        # Emailed links are bearer secrets: in production they go to the log only when asked for explicitly.
+        if self.mail_backend == "smtp" and not self.smtp_host:
+            raise ValueError("MAIL_BACKEND=smtp needs SMTP_HOST")
+        if self.environment == "production" and not self.smtp_host and self.mail_backend != "console":
+            raise ValueError("production needs SMTP_HOST (or MAIL_BACKEND=console to write messages to the log)")
+        return self
+
+    @property
+    def mail_to_console(self) -> bool:
+        return self.mail_backend == "console" or (self.mail_backend is None and not self.smtp_host)
+
+    @property
+    def weak_jwt_secret(self) -> bool:
+        """No JWT_SECRET, a short one, or one that was published in this repository."""
+        if self.jwt_secret is None:
+            return True
+        secret = self.jwt_secret.get_secret_value()
+        return secret in KNOWN_JWT_SECRETS or len(secret) < MIN_JWT_SECRET_LENGTH
+
+    @property
+    def jwt_key(self) -> str:
+        """The HMAC key of every token. Settings from `get_settings()` or `create_app` always have one."""
+        if self.jwt_secret is None:
+            raise RuntimeError("JWT_SECRET is not resolved: build settings with with_jwt_secret()")
+        return self.jwt_secret.get_secret_value()
+
+    @property
+    def jwt_secret_path(self) -> Path:
+        """Where a generated secret is kept: JWT_SECRET_FILE, else beside the SQLite file (else the working
+        folder), so that the embedded default keeps its sessions across restarts."""
+        if self.jwt_secret_file:
+            return Path(self.jwt_secret_file)
+        if self.is_sqlite:
+            database = make_url(self.database_url).database
+            if database and database != ":memory:":
+                return Path(database).parent / JWT_SECRET_FILE_NAME
+        return Path(JWT_SECRET_FILE_NAME)
+
+    @property
+    def cache_off_reason(self) -> str | None:
+        """Why the cache must stay off, or None. The in-process backend is one worker's memory: with several
+        workers, a write in one could not invalidate another's copy, which would then serve values older than an
+        acknowledged write. (Several hosts on one database without Redis cannot be detected: see the README.)"""
+        if not self.cache_enabled:
+            return "CACHE_ENABLED is false"
+        if self.redis_dsn is None and self.web_concurrency > 1:
+            return (
+                f"{self.web_concurrency} workers and no Redis: an in-process cache per worker would serve values "
+                "older than a write made in another worker; set REDIS_URL to cache"
+            )
+        return None
 
     @property
     def is_sqlite(self) -> bool:
@@ -157,14 +243,50 @@ class Settings(BaseSettings):
             return self.redis_url
         if self.model_fields_set & {"redis_host", "redis_port", "redis_password", "redis_db"}:
             host = self.redis_host or "127.0.0.1"
-            auth = f":{self.redis_password.get_secret_value()}@" if self.redis_password else ""
+            # The password goes into a URL: escape what a URL reserves (`@`, `/`, `:`, `#`, ...).
+            auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@" if self.redis_password else ""
             return f"redis://{auth}{host}:{self.redis_port}/{self.redis_db}"
         return None
 
 
+def with_jwt_secret(settings: Settings) -> Settings:
+    """`settings` with a JWT secret: the configured one, else the one kept in `jwt_secret_path`, created with 32
+    random bytes on first use (readable by its owner only). Several workers starting at once agree: the file is
+    created exclusively, and whoever loses the race reads the winner's."""
+    if settings.jwt_secret is not None:
+        return settings
+    path = settings.jwt_secret_path
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = ""
+        for _ in range(50):  # the creator may not have written it yet
+            secret = path.read_text(encoding="ascii").strip()
+            if secret:
+                break
+            time.sleep(0.02)
+        if len(secret) < MIN_JWT_SECRET_LENGTH:
+            raise RuntimeError(f"{path} holds no usable JWT secret; delete it or set JWT_SECRET") from None
+    else:
+        secret = secrets.token_urlsafe(32)
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(secret + "\n")
+    return settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return with_jwt_secret(Settings())
 
 
 async def app_settings(request: Request) -> Settings:

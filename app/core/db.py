@@ -92,7 +92,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
-    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    # Statement parameters (password hashes, emails) never reach an error message or a log line.
+    kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
     if settings.is_sqlite:
         kwargs["connect_args"] = {"timeout": settings.database_timeout}
     else:

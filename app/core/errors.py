@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
+import secrets
+import socket
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -95,6 +99,12 @@ class UnsupportedMediaType(AppError):
     status_code = 415
 
 
+class InsufficientStorage(AppError):
+    """The server has no room to store this; try again later."""
+
+    status_code = 507
+
+
 def error_response(status_code: int, error: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status_code, headers=headers)
 
@@ -137,19 +147,52 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
-    @app.exception_handler(ConnectionError)
     @app.exception_handler(OSError)
-    async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OSError) and not _is_connection_failure(exc):
+            return _internal_error(request, exc)  # a full disk, a missing file: not the database's absence
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         return error_response(
             503, "ServiceUnavailable", "The database is unavailable; try again shortly.", {"Retry-After": "1"}
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _internal_error(request, exc)
+
     @app.exception_handler(DBAPIError)
-    async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
             return error_response(
                 503, "ServiceUnavailable", "The database connection was lost; try again.", {"Retry-After": "1"}
             )
-        logger.exception("database error")
-        return error_response(500, "InternalError", "An unexpected database error occurred.")
+        return _internal_error(request, exc)
+
+
+# A caller's own X-Request-ID is kept when it is a plain token; anything else is replaced by one of ours.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    """500 with a request id that is also in the log line holding the traceback, and nothing of the error's
+    own text (which may hold data) in the body."""
+    offered = request.headers.get("x-request-id", "")
+    request_id = offered if _REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
+    logger.error(
+        "unexpected error, request id %s: %s %s",
+        request_id,
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    detail = f"An unexpected error occurred; quote request id {request_id} when reporting it."
+    body = {"error": "InternalError", "detail": detail, "request_id": request_id}
+    return JSONResponse(body, status_code=500, headers={"X-Request-ID": request_id})
+
+
+def _is_connection_failure(exc: OSError) -> bool:
+    """Whether an OSError means a server (the database) could not be reached, as opposed to local trouble."""
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    # asyncio raises a plain OSError, without errno, when every address of a host refused the connection.
+    return exc.errno in (None, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL) and not exc.filename

@@ -76,7 +76,7 @@ def create_token(settings: Settings, purpose: TokenPurpose, subject: str, ttl_se
         "jti": claims.pop("jti", None) or secrets.token_hex(16),
         **claims,
     }
-    return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm)
+    return jwt.encode(payload, settings.jwt_key, algorithm=settings.jwt_algorithm)
 
 
 def decode_token(settings: Settings, token: str, purpose: TokenPurpose) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def decode_token(settings: Settings, token: str, purpose: TokenPurpose) -> dict[
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
+            settings.jwt_key,
             algorithms=[settings.jwt_algorithm],
             audience=purpose.value,
             issuer=settings.jwt_issuer,

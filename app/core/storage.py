@@ -4,11 +4,14 @@ object store) can stand in where several hosts must share files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from app.core.config import Settings
+from app.core.errors import InsufficientStorage
 
 MEDIA_URL_PATH = "/media"
 
@@ -40,10 +43,20 @@ class LocalStorage:
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(path.suffix + ".tmp")
-            temporary.write_bytes(data)
-            os.replace(temporary, path)
+            try:
+                temporary.write_bytes(data)
+                os.replace(temporary, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)  # no half-written file left behind
+                raise
 
-        await asyncio.to_thread(write)
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage from exc
+            raise
         return f"{self.base_url}/{name}"
 
     async def delete(self, name: str) -> None:
