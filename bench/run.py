@@ -184,6 +184,8 @@ class Bench:
             "ACCESS_TOKEN_TTL": str(3 * 3600),
             "PUBLIC_BASE_URL": "http://127.0.0.1",
             "LOG_LEVEL": "WARNING",
+            # Production refuses to write mail to the log unless told to; the benchmark sends none.
+            "MAIL_BACKEND": "console",
         }
         if database_url is None:
             env["REDIS_URL"] = self.redis_url
