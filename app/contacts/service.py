@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contacts import repository
 from app.contacts.models import Contact, birthday_key
 from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate
-from app.core.cache import Kind, cache
+from app.core.cache import Kind, cache, dumps
 from app.core.errors import Conflict, NotFound
 
 
@@ -39,6 +39,15 @@ def _page_json(rows: list[dict[str, Any]], total: int, skip: int, limit: int) ->
 
 
 # -- reads ----------------------------------------------------------------------------------------------------
+
+# A user's cached pages share a bounded hash (CACHE_LIST_MAX_FIELDS, CACHE_LIST_MAX_BYTES): only pages within the
+# first CACHED_SKIP_LIMIT rows and the first page of a search take a place in it. Deeper pages and further pages of
+# a search are rarely read twice; they come from the database every time.
+CACHED_SKIP_LIMIT = 500
+
+
+def _worth_caching(skip: int, q: str | None = None) -> bool:
+    return skip == 0 if q else skip < CACHED_SKIP_LIMIT
 
 
 async def get_contact_json(
@@ -84,6 +93,8 @@ async def get_contacts_json(db: AsyncSession, user_id: int, skip: int, limit: in
         rows, total = await repository.list_page(db, user_id, skip, limit, q)
         return _page_json(rows, total, skip, limit)
 
+    if not _worth_caching(skip, q):
+        return dumps(await load())
     field = f"list:{skip}:{limit}:{q or ''}"
     raw = await cache.read_through(
         Kind.contacts_list, cache.contacts_key(user_id), load, cache.settings.cache_contacts_list_ttl, hash_field=field
@@ -125,6 +136,8 @@ async def get_birthdays_json(
         rows, total = await repository.birthdays_page(db, user_id, ranges, extra, birthday_key(today) or 0, skip, limit)
         return _page_json(rows, total, skip, limit)
 
+    if not _worth_caching(skip):
+        return dumps(await load())
     field = f"birthdays:{today.isoformat()}:{days}:{skip}:{limit}"
     raw = await cache.read_through(
         Kind.contacts_list, cache.contacts_key(user_id), load, cache.settings.cache_contacts_list_ttl, hash_field=field

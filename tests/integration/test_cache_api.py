@@ -23,6 +23,7 @@ from app.core import db as core_db
 from app.core.cache import REDIS_ROUNDTRIPS, USER_CACHE_FIELDS, MemoryBackend, RedisCache, cache
 from app.core.config import Settings
 from app.core.db import Database, commit, query_counter
+from app.core.rate_limit import RateLimiter
 from app.users import service as users_service
 from app.users.models import Role, User
 from tests.conftest import make_settings
@@ -789,3 +790,100 @@ async def test_health_reports_the_redis_backend_ok(client: httpx.AsyncClient) ->
     assert response.status_code == 200
     assert response.json()["cache"] == {"backend": "redis", "ok": True}
     assert response.json()["status"] == "ok"
+
+
+# -- bounds ---------------------------------------------------------------------------------------------------------
+
+
+def hammering_queries() -> list[tuple[str, dict[str, str | int]]]:
+    """1,000 distinct list, search and birthday queries: each would be a field of its own in the user's hash."""
+    pages: list[tuple[str, dict[str, str | int]]] = [
+        ("/contacts", {"skip": skip, "limit": limit}) for skip in range(10) for limit in range(1, 81)
+    ]
+    searches: list[tuple[str, dict[str, str | int]]] = [("/contacts", {"q": f"absent-{n}"}) for n in range(100)]
+    birthdays: list[tuple[str, dict[str, str | int]]] = [("/contacts/birthdays", {"days": n}) for n in range(100)]
+    return pages + searches + birthdays
+
+
+async def list_hash(backend: str, redis_client: Redis, key: str) -> dict[str, bytes]:
+    """Every field of a list hash and its value, read from the backend itself."""
+    if backend == "redis":
+        return {_text(field): value for field, value in (await redis_client.hgetall(key)).items()}
+    assert isinstance(cache.backend, MemoryBackend)
+    return cache.backend.hash_fields(key)
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_a_user_hammering_distinct_queries_cannot_grow_the_list_cache_past_its_bound(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    redis_client: Redis,
+    app: Any,
+    reconfigure: Callable[..., Settings],
+    backend: str,
+) -> None:
+    max_fields, max_bytes = 40, 30_000
+    bounds = {"cache_list_max_fields": max_fields, "cache_list_max_bytes": max_bytes}
+    if backend == "memory":
+        reconfigure(backend=MemoryBackend(), redis_url=None, **bounds)
+    else:
+        reconfigure(**bounds)
+    app.state.rate_limiter = RateLimiter(
+        make_settings(rate_limit_enabled=False)
+    )  # the attacker's pace is not the point
+    user = await make_user(db, settings)
+    ids = [(await make_contact(db, user, first_name=f"Name{n}", notes="n" * 300)).id for n in range(3)]
+    headers = auth_headers(settings, user)
+    queries = hammering_queries()
+
+    responses = [await client.get(f"{API}{path}", params=params, headers=headers) for path, params in queries]
+
+    assert [r.status_code for r in responses] == [200] * len(queries)
+    for (path, params), response in zip(queries, responses, strict=True):
+        body = response.json()
+        if path == "/contacts" and "q" not in params:
+            skip, limit = int(params["skip"]), int(params["limit"])
+            assert [item["id"] for item in body["items"]] == ids[skip : skip + limit], params
+            assert (body["total"], body["skip"], body["limit"]) == (3, skip, limit)
+        else:
+            assert (body["items"], body["total"]) == ([], 0), params
+    fields = await list_hash(backend, redis_client, cache.contacts_key(user.id))
+    stored = sum(len(name.encode()) + len(value) for name, value in fields.items())
+    assert len(fields) <= max_fields
+    assert stored <= max_bytes
+    assert stored > max_bytes // 2, "the cache should still be used up to its bound"
+    # What was cached first stays cached and is served without a query; the rest is served from the database.
+    first_path, first_params = queries[0]
+    before = query_counter.value
+    again = await client.get(f"{API}{first_path}", params=first_params, headers=headers)
+    assert (again.status_code, again.json()) == (200, responses[0].json())
+    assert query_counter.value == before
+    last_path, last_params = queries[-1]
+    again = await client.get(f"{API}{last_path}", params=last_params, headers=headers)
+    assert (again.status_code, again.json()) == (200, responses[-1].json())
+    assert query_counter.value > before
+    assert await list_hash(backend, redis_client, cache.contacts_key(user.id)) == fields
+
+
+async def test_deep_pages_and_later_pages_of_a_search_are_served_from_the_database_uncached(
+    client: httpx.AsyncClient, db: AsyncSession, settings: Settings, redis_client: Redis
+) -> None:
+    user = await make_user(db, settings)
+    ids = [(await make_contact(db, user, first_name=f"Name{n}")).id for n in range(3)]
+    headers = auth_headers(settings, user)
+    deep_skip = contacts_service.CACHED_SKIP_LIMIT
+
+    deep = await client.get(f"{API}/contacts", params={"skip": deep_skip, "limit": 5}, headers=headers)
+    deep_birthdays = await client.get(f"{API}/contacts/birthdays", params={"skip": deep_skip}, headers=headers)
+    second_of_search = await client.get(f"{API}/contacts", params={"q": "name", "skip": 1, "limit": 1}, headers=headers)
+    last_cached = await client.get(f"{API}/contacts", params={"skip": deep_skip - 1, "limit": 5}, headers=headers)
+    first_of_search = await client.get(f"{API}/contacts", params={"q": "name", "limit": 1}, headers=headers)
+
+    assert deep.json() == {"items": [], "total": 3, "skip": deep_skip, "limit": 5}
+    assert (deep_birthdays.json()["items"], deep_birthdays.json()["skip"]) == ([], deep_skip)
+    assert [item["id"] for item in second_of_search.json()["items"]] == [ids[1]]
+    assert second_of_search.json()["total"] == 3
+    assert [item["id"] for item in first_of_search.json()["items"]] == [ids[0]]
+    fields = await list_fields(redis_client, user.id)
+    assert fields == {f"list:{deep_skip - 1}:5:": last_cached.json(), "list:0:1:name": first_of_search.json()}

@@ -7,8 +7,10 @@ is read independently of the cache) and the in-process MemoryBackend (checked th
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,7 +21,17 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from app.core.cache import REDIS_ROUNDTRIPS, USER_CACHE_FIELDS, Kind, MemoryBackend, RedisCache, cache
+from app.core.cache import (
+    REDIS_ROUNDTRIPS,
+    USER_CACHE_FIELDS,
+    Kind,
+    LeaseState,
+    ListBound,
+    MemoryBackend,
+    RedisCache,
+    cache,
+    dumps,
+)
 from app.core.config import Settings
 from tests.conftest import make_settings
 from tests.servers import free_port
@@ -104,6 +116,14 @@ class Store:
         backend = self.cache.backend
         assert isinstance(backend, MemoryBackend)
         return backend.ttl(key)
+
+    async def hash(self, key: str) -> dict[str, bytes]:
+        """Every field of the hash at `key` and its value."""
+        if self.redis is not None:
+            return {name.decode(): value for name, value in (await self.redis.hgetall(key)).items()}
+        backend = self.cache.backend
+        assert isinstance(backend, MemoryBackend)
+        return backend.hash_fields(key)
 
 
 MakeCache = Callable[..., tuple[RedisCache, Store]]
@@ -576,6 +596,122 @@ async def test_invalidate_user_contacts_drops_every_cached_query_in_one_delete(m
     for hash_field in fields:
         assert await store.field("contacts:7", hash_field) is None
     assert await store.field("contacts:8", "list:0:20:") is not None  # another user's lists stay
+
+
+# -- bounds ----------------------------------------------------------------------------------------------------
+
+
+def page_of(number: int) -> dict[str, Any]:
+    """A list page of about 1 KB; `number` tells pages apart."""
+    return {"items": [CONTACT, CONTACT, CONTACT], "total": number, "skip": number, "limit": 3}
+
+
+def hash_bytes(fields: dict[str, bytes]) -> int:
+    return sum(len(name.encode()) + len(value) for name, value in fields.items())
+
+
+@pytest.mark.parametrize(("max_fields", "max_bytes"), [(50, 10_000_000), (10_000, 40_000)], ids=["fields", "bytes"])
+async def test_a_thousand_distinct_queries_cannot_grow_a_list_hash_past_its_bound(
+    make_cache: MakeCache, max_fields: int, max_bytes: int
+) -> None:
+    instance, store = make_cache(cache_list_max_fields=max_fields, cache_list_max_bytes=max_bytes)
+
+    served = [await seed_list_field(instance, 7, f"list:{n}:3:", page_of(n)) for n in range(1000)]
+
+    assert [json.loads(raw or b"null") for raw in served] == [page_of(n) for n in range(1000)]
+    fields = await store.hash(instance.contacts_key(7))
+    assert len(fields) <= max_fields
+    assert hash_bytes(fields) <= max_bytes
+    one_page = len("list:999:3:") + len(dumps(page_of(999)))
+    assert len(fields) == max_fields or hash_bytes(fields) > max_bytes - one_page, "not filled up to the bound"
+    assert not [name for name, value in fields.items() if value.startswith(b'{"__')], "a lease was left behind"
+
+
+async def test_a_full_list_hash_keeps_its_pages_and_serves_new_queries_from_the_loader(make_cache: MakeCache) -> None:
+    instance, store = make_cache(cache_list_max_fields=3)
+    key = instance.contacts_key(7)
+    for number in range(3):
+        await seed_list_field(instance, 7, f"list:{number}:3:", page_of(number))
+    loads: list[str] = []
+
+    def loader(name: str, number: int) -> Callable[[], Any]:
+        async def load() -> dict[str, Any]:
+            loads.append(name)
+            return page_of(number)
+
+        return load
+
+    new = [await instance.read_through(Kind.contacts_list, key, loader("new", 99), 60, "list:99:3:") for _ in range(2)]
+    old = await instance.read_through(Kind.contacts_list, key, loader("old", 0), 60, "list:0:3:")
+
+    assert [json.loads(raw or b"null") for raw in new] == [page_of(99), page_of(99)]
+    assert json.loads(old or b"null") == page_of(0)
+    assert loads == ["new", "new"]  # the new query from the loader each time, the cached page from the cache
+    assert set(await store.hash(key)) == {"list:0:3:", "list:1:3:", "list:2:3:"}
+    # A write's invalidation empties the hash: new pages are cached again.
+    assert await instance.invalidate_user_contacts_cache(7) is True
+    await instance.read_through(Kind.contacts_list, key, loader("new", 99), 60, "list:99:3:")
+    assert await store.hash(key) == {"list:99:3:": dumps(page_of(99))}
+
+
+async def test_leases_count_against_the_field_bound_and_a_fill_past_the_byte_bound_drops_its_lease(
+    make_cache: MakeCache,
+) -> None:
+    instance, store = make_cache()
+    backend = instance.backend
+    key = instance.contacts_key(7)
+    bound = ListBound(fields=2, bytes=2_000)
+
+    first = await backend.get_or_lease(key, "list:0:3:", "t1", 2000, 60, bound)
+    second = await backend.get_or_lease(key, "list:3:3:", "t2", 2000, 60, bound)
+    third = await backend.get_or_lease(key, "list:6:3:", "t3", 2000, 60, bound)
+    same = await backend.get_or_lease(key, "list:0:3:", "t4", 2000, 60, bound)
+    too_big = await backend.fill(key, "list:0:3:", "t1", b"[" + b"1," * 1_000 + b"1]", 60, bound)
+    fits = await backend.fill(key, "list:3:3:", "t2", b"[1]", 60, bound)
+    after = await backend.get_or_lease(key, "list:0:3:", "t5", 2000, 60, bound)
+
+    assert [first[0], second[0], third[0], same[0]] == [
+        LeaseState.granted,
+        LeaseState.granted,
+        LeaseState.full,
+        LeaseState.held,
+    ]
+    assert (too_big, fits) == (False, True)
+    assert after[0] is LeaseState.granted  # the refused fill took its lease away: nobody waits for it
+    fields = await store.hash(key)
+    assert set(fields) == {"list:0:3:", "list:3:3:"}
+    assert fields["list:3:3:"] == b"[1]"
+    assert hash_bytes(fields) <= bound.bytes
+
+
+async def test_the_in_process_backend_stays_within_its_byte_budget(settings: Settings) -> None:
+    budget = 300_000
+    instance = RedisCache(
+        make_settings(database_url=settings.database_url, redis_url=None, cache_memory_max_bytes=budget)
+    )
+    backend = instance.backend
+    assert isinstance(backend, MemoryBackend)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        wrong = 0  # compared at once: keeping what was served would keep the values alive
+        for user in range(500):  # about 5.5 MB of pages, 18 times the budget
+            for n in range(10):
+                wrong += await seed_list_field(instance, user, f"list:{n}:3:", page_of(n)) != dumps(page_of(n))
+            await instance.cache_contact(user, user, CONTACT)
+        gc.collect()
+        used = backend.used_bytes
+        held = tracemalloc.get_traced_memory()[0]
+        await backend.close()  # what this frees is what the backend held
+        gc.collect()
+        held -= tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        await instance.close()
+
+    assert wrong == 0
+    assert used <= budget
+    assert budget // 2 < held <= budget, f"the backend held {held} bytes"
 
 
 # -- failures --------------------------------------------------------------------------------------------------
