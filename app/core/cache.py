@@ -14,6 +14,10 @@ deletes the key, which voids any lease taken before, so a late fill of an old ro
 invariant: whatever Redis holds is at least as new as every write whose invalidation has run. Each Lua script
 touches one key, so the scripts also work on Redis Cluster.
 
+One user's list hash is bounded (CACHE_LIST_MAX_FIELDS, CACHE_LIST_MAX_BYTES, leases included): a lease that would
+pass the bound is not granted (`full`) and a fill that would is refused and drops its lease; either way the page is
+served from the database. Refusing never serves anything staler; the hash empties at the user's next write or TTL.
+
 When an invalidation cannot reach Redis it is kept, retried in the background, and no read of that key is
 served from the cache until it succeeds. A circuit breaker stops paying the operation timeout while Redis is
 down, and probes for its return.
