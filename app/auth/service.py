@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -120,6 +121,17 @@ async def logout(db: AsyncSession, settings: Settings, refresh_token: str) -> No
 async def end_sessions(db: AsyncSession, user: User) -> None:
     """Revoke every refresh token of `user` (access tokens die with the token_version bump)."""
     await repository.revoke_all_for_user(db, user.id)
+
+
+async def admin_update_user(db: AsyncSession, actor_id: int, user_id: int, changes: dict[str, Any]) -> User:
+    """An administrator sets another account's role or active flag. A change of either ends that account's
+    sessions: its access tokens die with the token_version bump, its refresh-token records are revoked."""
+    target = await users_service.get_user_by_id(db, user_id)
+    version_before = target.token_version if target is not None else None
+    user = await users_service.admin_update_user(db, actor_id, user_id, changes)
+    if user.token_version != version_before:
+        await end_sessions(db, user)
+    return user
 
 
 # -- email verification ----------------------------------------------------------------------------------------

@@ -82,10 +82,10 @@ async def read_user(user_id: UserId, _: AdminUser, session: SessionDep) -> UserR
 async def update_user(user_id: UserId, body: AdminUserUpdate, admin: AdminUser, session: SessionDep) -> UserRead:
     """Set another account's role or active flag; either change ends that account's sessions at once."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    return UserRead.model_validate(await service.admin_update_user(session, admin.id, user_id, changes))
+    return UserRead.model_validate(await auth_service.admin_update_user(session, admin.id, user_id, changes))
 
 
 @admin_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 404))
-async def delete_user(user_id: UserId, admin: AdminUser, session: SessionDep) -> None:
-    """Delete another account and all its contacts."""
-    await service.delete_user(session, admin.id, user_id)
+async def delete_user(user_id: UserId, admin: AdminUser, session: SessionDep, storage: StorageDep) -> None:
+    """Delete another account, all its contacts and its avatar."""
+    await service.delete_user(session, storage, admin.id, user_id)

@@ -132,16 +132,20 @@ async def admin_update_user(db: AsyncSession, actor_id: int, user_id: int, chang
     return await update_user(db, user, **changes)
 
 
-async def delete_user(db: AsyncSession, actor_id: int, user_id: int) -> None:
-    """Delete a user and their contacts; every cache key of theirs is invalidated after the commit."""
+async def delete_user(db: AsyncSession, storage: Storage, actor_id: int, user_id: int) -> None:
+    """Delete a user and their contacts; every cache key of theirs is invalidated and their avatar file deleted
+    after the commit (a rolled-back deletion keeps both)."""
     if user_id == actor_id:
         raise CannotChangeOwnAccount
     user = await get_user(db, user_id)
+    avatar_url = user.avatar_url
     contact_ids = await contacts_service.contact_ids_of_user(db, user_id)
     await repository.remove(db, user)
     keys = [cache.user_key(user_id), cache.contacts_key(user_id)]
     keys += [cache.contact_key(contact_id, user_id) for contact_id in contact_ids]
     cache.invalidate_on_commit(db, *keys)
+    if avatar_url is not None:
+        after_commit(db, lambda: _delete_stored(storage, avatar_url))
 
 
 # -- avatars -------------------------------------------------------------------------------------------------

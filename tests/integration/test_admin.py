@@ -3,8 +3,13 @@ removes (rows and cache keys)."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +30,12 @@ async def reload_user(db: AsyncSession, user_id: int) -> User | None:
 async def count(db: AsyncSession, model: type, *where: object) -> int:
     await db.commit()
     return int(await db.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (20, 120, 200)).save(out, format="PNG")
+    return out.getvalue()
 
 
 async def call_admin_route(
@@ -210,6 +221,42 @@ async def test_patch_deactivates_user_who_then_cannot_log_in(client, db, setting
     assert login.json()["error"] == "InactiveUser"
 
 
+@pytest.mark.parametrize(("role", "changes"), [(Role.admin, {"role": "user"}), (Role.user, {"is_active": False})])
+async def test_demotion_or_deactivation_revokes_every_refresh_token_record(client, db, settings, role, changes):
+    admin = await make_user(db, settings, role=Role.admin)
+    target = await make_user(db, settings, role=role)
+    bystander = await make_user(db, settings)
+    for user in (target, target, bystander):
+        form = {"username": user.email, "password": DEFAULT_PASSWORD}
+        assert (await client.post(f"{API}/auth/login", data=form)).status_code == 200
+
+    response = await client.patch(f"{API}/admin/users/{target.id}", json=changes, headers=auth_headers(settings, admin))
+
+    assert response.status_code == 200, response.text
+    assert await count(db, RefreshToken, RefreshToken.user_id == target.id) == 2
+    assert await count(db, RefreshToken, RefreshToken.user_id == target.id, RefreshToken.revoked_at.is_(None)) == 0
+    assert await count(db, RefreshToken, RefreshToken.user_id == bystander.id, RefreshToken.revoked_at.is_(None)) == 1
+
+
+async def test_patch_that_changes_nothing_leaves_the_sessions_alone(client, db, settings):
+    admin = await make_user(db, settings, role=Role.admin)
+    target = await make_user(db, settings)
+    form = {"username": target.email, "password": DEFAULT_PASSWORD}
+    assert (await client.post(f"{API}/auth/login", data=form)).status_code == 200
+
+    response = await client.patch(
+        f"{API}/admin/users/{target.id}",
+        json={"role": "user", "is_active": True},
+        headers=auth_headers(settings, admin),
+    )
+
+    assert response.status_code == 200, response.text
+    assert await count(db, RefreshToken, RefreshToken.user_id == target.id, RefreshToken.revoked_at.is_(None)) == 1
+    row = await reload_user(db, target.id)
+    assert row is not None
+    assert row.token_version == 0
+
+
 @pytest.mark.parametrize("changes", [{"role": "user"}, {"is_active": False}, {"role": "admin", "is_active": True}])
 async def test_admin_cannot_change_own_account(client, db, settings, changes):
     admin = await make_user(db, settings, role=Role.admin)
@@ -272,6 +319,30 @@ async def test_delete_user_removes_their_rows_and_cache_keys(client, db, setting
     assert (
         await client.get(f"{API}/admin/users/{target.id}", headers=auth_headers(settings, admin))
     ).status_code == 404
+
+
+async def test_delete_user_deletes_their_avatar_file(client, db, settings):
+    admin = await make_user(db, settings, role=Role.admin)
+    target = await make_user(db, settings)
+    bystander = await make_user(db, settings)
+    files = {}
+    for user in (target, bystander):
+        uploaded = await client.put(
+            f"{API}/users/me/avatar",
+            headers=auth_headers(settings, user),
+            files={"file": ("a.png", png(), "image/png")},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        files[user.id] = Path(settings.media_root) / urlsplit(uploaded.json()["avatar_url"]).path.removeprefix(
+            "/media/"
+        )
+        assert files[user.id].is_file()
+
+    response = await client.delete(f"{API}/admin/users/{target.id}", headers=auth_headers(settings, admin))
+
+    assert response.status_code == 204, response.text
+    assert not files[target.id].exists()
+    assert files[bystander.id].is_file()
 
 
 async def test_admin_cannot_delete_self(client, db, settings):
