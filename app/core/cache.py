@@ -676,6 +676,7 @@ class RedisCache:
         self._failed_since_success = False
         self._distrust_until = 0.0
         self._in_flight = 0  # Redis operations of this process under way
+        self.off_reason: str | None = None  # why the cache is off (see Settings.cache_off_reason), if it is
         # Test hook: awaited between reading the database and filling the cache (fault injection).
         self.before_fill: FillHook | None = None
         if settings is not None:
@@ -688,6 +689,9 @@ class RedisCache:
     def configure(self, settings: Settings, backend: Backend | None = None) -> None:
         """(Re)bind to `settings`: Redis when a REDIS_* setting is present, else the in-process backend."""
         self._settings = settings
+        self.off_reason = settings.cache_off_reason if backend is None else None
+        if self.off_reason and settings.cache_enabled:
+            logger.warning("cache: off: %s", self.off_reason)
         if backend is None:
             dsn = settings.redis_dsn
             backend = RedisBackend(dsn, settings) if dsn else MemoryBackend(settings.cache_memory_max_bytes)
@@ -718,7 +722,7 @@ class RedisCache:
 
     @property
     def enabled(self) -> bool:
-        return self.settings.cache_enabled
+        return self.settings.cache_enabled and self.off_reason is None
 
     @property
     def pending_invalidations(self) -> frozenset[str]:
