@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Path, Query, UploadFile, status
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile, status
 
 from app.auth import service as auth_service
 from app.auth.dependencies import AdminUser, CurrentUser
@@ -12,6 +12,7 @@ from app.core.db import SessionDep
 from app.core.dependencies import StorageDep
 from app.core.errors import PayloadTooLarge
 from app.core.openapi import errors
+from app.core.rate_limit import enforce
 from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
 from app.users import service
 from app.users.models import Role
@@ -37,15 +38,19 @@ async def change_password(
     return await auth_service.change_password(session, settings, user.id, body.current_password, body.new_password)
 
 
-@router.put("/me/avatar", response_model=UserRead, responses=errors(401, 403, 413, 415))
+@router.put("/me/avatar", response_model=UserRead, responses=errors(401, 403, 413, 415, 429))
 async def upload_avatar(
     file: Annotated[UploadFile, File(description="A PNG, JPEG, WebP or GIF image")],
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
 ) -> UserRead:
-    """Upload an avatar; it is checked, resized and served from `avatar_url`."""
+    """Upload an avatar; it is checked, resized and served from `avatar_url`. At most AVATAR_MAX_PIXELS pixels
+    (refused from the header, before decoding) and RATE_LIMIT_AVATAR_UPLOAD uploads per user; 503 with
+    Retry-After while the image pool is full."""
+    await enforce(request, settings.rate_limit_avatar_upload, "avatar-upload", str(user.id))
     data = await file.read(settings.avatar_max_bytes + 1)
     if len(data) > settings.avatar_max_bytes:
         raise PayloadTooLarge(f"The image must be at most {settings.avatar_max_bytes} bytes.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
@@ -16,7 +15,7 @@ from app.core.errors import Conflict, Forbidden, NotFound
 from app.core.security import hash_password
 from app.core.storage import Storage
 from app.users import repository
-from app.users.avatars import make_avatar
+from app.users.avatars import image_pool, make_avatar
 from app.users.models import Role, User
 from app.users.schemas import AuthUser
 
@@ -152,8 +151,10 @@ async def delete_user(db: AsyncSession, storage: Storage, actor_id: int, user_id
 
 
 async def set_avatar(db: AsyncSession, settings: Settings, storage: Storage, user_id: int, data: bytes) -> User:
+    """Check, resize and store `data` as the user's avatar, on the image pool (ImagePoolBusy when it is full)."""
     user = await get_user(db, user_id)
-    image = await asyncio.to_thread(make_avatar, data, settings.avatar_size, settings.avatar_max_pixels)
+    pool = image_pool(settings.avatar_workers, settings.avatar_queue)
+    image = await pool.run(make_avatar, data, settings.avatar_size, settings.avatar_max_pixels)
     old_url = user.avatar_url
     url = await storage.save(f"avatars/{user_id}-{secrets.token_hex(8)}.webp", image)
     await update_user(db, user, avatar_url=url)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import math
 import struct
+import threading
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from PIL import Image
+from limits import parse as parse_limit
+from PIL import BmpImagePlugin, Image, ImageFile, TiffImagePlugin
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.users.avatars import image_pool
 from app.users.models import User
 from tests.factories import auth_headers, make_user
 
@@ -267,3 +273,124 @@ async def test_upload_of_an_image_with_huge_dimensions_returns_413_before_decodi
     assert row is not None
     assert row.avatar_url is None
     assert stored_avatars(settings) == before
+
+
+# -- denial of service ---------------------------------------------------------------------------------------------
+
+
+async def test_a_5000_by_5000_png_returns_413_without_decoding_a_pixel(client, db, settings, monkeypatch):
+    user = await make_user(db, settings)
+    out = io.BytesIO()
+    Image.new("1", (5_000, 5_000), 1).save(out, format="PNG")
+    data = out.getvalue()
+    assert len(data) < settings.avatar_max_bytes  # small on the wire: 25 megapixels (75 MB as RGB) once decoded
+    decoded: list[str | None] = []
+    load = ImageFile.ImageFile.load
+
+    def counting_load(image: ImageFile.ImageFile) -> Any:
+        decoded.append(image.format)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    before = stored_avatars(settings)
+
+    response = await upload(client, auth_headers(settings, user), data)
+
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "ImageTooLarge"
+    assert decoded == []
+    row = await reload_user(db, user.id)
+    assert row is not None
+    assert row.avatar_url is None
+    assert stored_avatars(settings) == before
+
+
+async def test_an_image_of_exactly_avatar_max_pixels_is_accepted(client, db, settings):
+    user = await make_user(db, settings)
+    side = math.isqrt(settings.avatar_max_pixels)
+    out = io.BytesIO()
+    Image.new("1", (side, settings.avatar_max_pixels // side), 1).save(out, format="PNG")
+
+    response = await upload(client, auth_headers(settings, user), out.getvalue())
+
+    assert response.status_code == 200, response.text
+    assert response.json()["avatar_url"].startswith("http://contacts.test/media/avatars/")
+
+
+@pytest.mark.parametrize(
+    ("image_format", "parser"), [("BMP", BmpImagePlugin.BmpImageFile), ("TIFF", TiffImagePlugin.TiffImageFile)]
+)
+async def test_another_pillow_format_named_png_returns_415_and_its_parser_never_runs(
+    client, db, settings, monkeypatch, image_format, parser
+):
+    user = await make_user(db, settings)
+    data = image_bytes(image_format, (64, 64))
+    parsed: list[str] = []
+    parse = parser._open
+
+    def counting_open(image: ImageFile.ImageFile) -> None:
+        parsed.append(image_format)
+        parse(image)
+
+    monkeypatch.setattr(parser, "_open", counting_open)
+    before = stored_avatars(settings)
+
+    response = await upload(client, auth_headers(settings, user), data, "avatar.png", "image/png")
+
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "NotAnImage"
+    assert parsed == []
+    row = await reload_user(db, user.id)
+    assert row is not None
+    assert row.avatar_url is None
+    assert stored_avatars(settings) == before
+
+
+async def test_the_upload_past_the_per_user_rate_limit_returns_429(client, db, settings):
+    user = await make_user(db, settings)
+    headers = auth_headers(settings, user)
+    allowed = parse_limit(settings.rate_limit_avatar_upload).amount
+    png = image_bytes("PNG", (32, 32))
+    accepted = [await upload(client, headers, png) for _ in range(allowed)]
+    assert [r.status_code for r in accepted] == [200] * allowed
+    last_url = accepted[-1].json()["avatar_url"]
+    before = stored_avatars(settings)
+
+    response = await upload(client, headers, png)
+
+    assert response.status_code == 429, response.text
+    assert response.json()["error"] == "RateLimited"
+    assert int(response.headers["Retry-After"]) >= 1
+    row = await reload_user(db, user.id)
+    assert row is not None
+    assert row.avatar_url == last_url
+    assert stored_avatars(settings) == before
+    other = await make_user(db, settings)
+    assert (await upload(client, auth_headers(settings, other), png)).status_code == 200  # per user, not global
+
+
+async def test_upload_while_the_image_pool_is_full_returns_503_with_retry_after(client, db, settings):
+    user = await make_user(db, settings)
+    headers = auth_headers(settings, user)
+    pool = image_pool(settings.avatar_workers, settings.avatar_queue)
+    release = threading.Event()
+    blockers = [asyncio.create_task(pool.run(release.wait)) for _ in range(pool.capacity)]
+    try:
+        await asyncio.sleep(0)  # the blockers take every place: running or waiting
+        assert pool.admitted == pool.capacity
+        before = stored_avatars(settings)
+
+        response = await upload(client, headers, image_bytes("PNG"))
+
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "ImagePoolBusy"
+        assert int(response.headers["Retry-After"]) >= 1
+        row = await reload_user(db, user.id)
+        assert row is not None
+        assert row.avatar_url is None
+        assert stored_avatars(settings) == before
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    assert pool.admitted == 0
+    assert (await upload(client, headers, image_bytes("PNG"))).status_code == 200  # free again
