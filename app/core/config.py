@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost: int = Field(default=19456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # Hashing runs on a thread pool of its own: this many threads, and this many callers waiting (then 503).
+    hash_workers: int = Field(default=2, ge=1)
+    hash_queue_max: int = Field(default=32, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Public address of the service, used in links sent by email (never the request's Host header).
@@ -113,7 +116,12 @@ class Settings(BaseSettings):
     # Rate limits ("N/second|minute|hour|day"), per client IP, per account or per user.
     rate_limit_enabled: bool = True
     rate_limit_login_ip: str = "10/minute"
+    # Failed logins per account and client network; per account from every network (once spent, only networks
+    # that failed recently for that account are held back: a correct password from elsewhere still logs in).
+    rate_limit_login_account_network: str = "5/15 minutes"
     rate_limit_login_account: str = "20/hour"
+    rate_limit_password_change_user: str = "5/hour"  # noqa: S105 - a rate limit
+    rate_limit_password_change_ip: str = "20/hour"  # noqa: S105 - a rate limit
     rate_limit_register_ip: str = "20/hour"
     rate_limit_account_email: str = "5/hour"
     rate_limit_account_email_ip: str = "20/hour"
@@ -148,6 +156,9 @@ class Settings(BaseSettings):
     @field_validator(
         "rate_limit_login_ip",
         "rate_limit_login_account",
+        "rate_limit_login_account_network",
+        "rate_limit_password_change_user",
+        "rate_limit_password_change_ip",
         "rate_limit_register_ip",
         "rate_limit_account_email",
         "rate_limit_account_email_ip",

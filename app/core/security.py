@@ -5,18 +5,66 @@ from __future__ import annotations
 import asyncio
 import enum
 import secrets
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from app.core.config import Settings
+from app.core.errors import ServiceUnavailable
 
-# Hashing is the most expensive thing the service does (tens of ms, tens of MiB): cap how many run at once.
-_HASH_SLOTS = asyncio.Semaphore(2)
+T = TypeVar("T")
+
+
+class PasswordHashingBusy(ServiceUnavailable):
+    """Too many password checks are waiting; try again in a moment."""
+
+
+class HashingPool:
+    """Password hashing, the most expensive thing the service does (tens of ms, tens of MiB each): a thread pool
+    of its own, so that other thread work (image processing, file I/O, the loop's default executor) cannot make
+    logins wait and logins cannot starve it, and a bounded queue, so that a flood of logins is refused at once
+    (503 with Retry-After) instead of queueing without end."""
+
+    def __init__(self, workers: int, queue_max: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="password-hash")
+        self._capacity = workers + queue_max
+        self._pending = 0  # submitted and not finished (running or queued); a done callback in the worker lowers it
+        self._lock = threading.Lock()
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._pending >= self._capacity:
+                raise PasswordHashingBusy
+            self._pending += 1
+        try:
+            future = self._executor.submit(work, *args)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(self._release)
+        # A caller that goes away (client disconnect) cancels its job if it has not started yet.
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _: object = None) -> None:
+        with self._lock:
+            self._pending -= 1
+
+
+@lru_cache
+def _pool(workers: int, queue_max: int) -> HashingPool:
+    return HashingPool(workers, queue_max)
+
+
+def hashing_pool(settings: Settings) -> HashingPool:
+    """The process's pool for these settings (one per distinct size, created on first use)."""
+    return _pool(settings.hash_workers, settings.hash_queue_max)
 
 
 @lru_cache
@@ -29,16 +77,18 @@ def password_hasher(settings: Settings) -> PasswordHash:
 
 
 async def hash_password(settings: Settings, password: str) -> str:
-    async with _HASH_SLOTS:
-        return await asyncio.to_thread(password_hasher(settings).hash, password)
+    """The argon2id hash of `password`; PasswordHashingBusy (503) when the hashing queue is full."""
+    return await hashing_pool(settings).run(password_hasher(settings).hash, password)
 
 
 async def verify_password(settings: Settings, password: str, hashed: str | None) -> bool:
-    """Constant work whether or not the account exists: an unknown user is checked against a dummy hash."""
-    hasher = password_hasher(settings)
-    target = hashed or _dummy_hash(settings)
-    async with _HASH_SLOTS:
-        ok = await asyncio.to_thread(hasher.verify, password, target)
+    """Constant work whether or not the account exists: an unknown user is checked against a dummy hash.
+    PasswordHashingBusy (503) when the hashing queue is full."""
+    return await hashing_pool(settings).run(_verify, settings, password, hashed)
+
+
+def _verify(settings: Settings, password: str, hashed: str | None) -> bool:
+    ok = password_hasher(settings).verify(password, hashed or _dummy_hash(settings))
     return ok and hashed is not None
 
 

@@ -12,7 +12,7 @@ from app.core.db import SessionDep
 from app.core.dependencies import StorageDep
 from app.core.errors import PayloadTooLarge
 from app.core.openapi import errors
-from app.core.rate_limit import enforce
+from app.core.rate_limit import enforce, request_ip
 from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
 from app.users import service
 from app.users.models import Role
@@ -30,11 +30,15 @@ async def read_me(user: CurrentUser) -> UserRead:
     return user
 
 
-@router.put("/me/password", response_model=TokenPair, responses=errors(400, 401, 403))
+@router.put("/me/password", response_model=TokenPair, responses=errors(400, 401, 403, 429))
 async def change_password(
-    body: ChangePasswordRequest, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    body: ChangePasswordRequest, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> TokenPair:
-    """Change your password. Every existing session ends; the response holds a new pair for this one."""
+    """Change your password. Every existing session ends; the response holds a new pair for this one. Limited
+    per user and per client address (each attempt checks the current password: a stolen access token must not
+    be a way to guess it)."""
+    await enforce(request, settings.rate_limit_password_change_ip, "password-change-ip", request_ip(request))
+    await enforce(request, settings.rate_limit_password_change_user, "password-change-user", str(user.id))
     return await auth_service.change_password(session, settings, user.id, body.current_password, body.new_password)
 
 
