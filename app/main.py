@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from app.auth.router import router as auth_router
 from app.contacts.router import router as contacts_router
-from app.core.cache import cache
+from app.core.cache import Cache, cache
 from app.core.config import Settings, get_settings, with_jwt_secret
 from app.core.db import Database
 from app.core.email import Mailer
@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_database = database is None
         app.state.db = database or Database.from_settings(settings)
+        # The process's one cache (the services import it as `cache`), bound to this app's settings.
         cache.configure(settings)
+        app.state.cache = cache
         app.state.rate_limiter = RateLimiter(settings)
         app.state.mailer = Mailer(settings)
         app.state.storage = local_storage(settings)
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def health(request: Request, response: Response) -> dict[str, Any]:
         """Liveness and readiness: 503 only when the database does not answer; a cache outage is `degraded`."""
         db_ok = await _database_ok(request.app.state.db, settings.database_timeout)
+        cache: Cache = request.app.state.cache
         cache_ok = await cache.ping()
         if not db_ok:
             response.status_code = 503

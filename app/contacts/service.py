@@ -148,9 +148,9 @@ async def get_birthdays_json(
 # -- writes ---------------------------------------------------------------------------------------------------
 
 
-def _invalidate_after_commit(db: AsyncSession, contact_id: int, user_id: int) -> None:
+def _invalidate_around_commit(db: AsyncSession, contact_id: int, user_id: int) -> None:
     """Tombstone the contact and the user's lists before the commit; delete them after it."""
-    cache.invalidate_on_commit(db, cache.contact_key(contact_id, user_id), cache.contacts_key(user_id))
+    cache.invalidate_around_commit(db, cache.contact_key(contact_id, user_id), cache.contacts_key(user_id))
 
 
 async def create_contact(db: AsyncSession, user_id: int, data: ContactCreate) -> dict[str, Any]:
@@ -159,7 +159,7 @@ async def create_contact(db: AsyncSession, user_id: int, data: ContactCreate) ->
         await repository.add(db, contact)
     except repository.ContactEmailTaken as exc:
         raise ContactEmailExists from exc
-    _invalidate_after_commit(db, contact.id, user_id)
+    _invalidate_around_commit(db, contact.id, user_id)
     return contact_json(contact)
 
 
@@ -181,14 +181,14 @@ async def update_contact(
         await repository.save(db, contact)
     except repository.ContactEmailTaken as exc:
         raise ContactEmailExists from exc
-    _invalidate_after_commit(db, contact_id, user_id)
+    _invalidate_around_commit(db, contact_id, user_id)
     return contact_json(contact)
 
 
 async def delete_contact(db: AsyncSession, contact_id: int, user_id: int) -> None:
     if not await repository.remove(db, contact_id, user_id):
         raise ContactNotFound
-    _invalidate_after_commit(db, contact_id, user_id)
+    _invalidate_around_commit(db, contact_id, user_id)
 
 
 async def contact_ids_of_user(db: AsyncSession, user_id: int) -> list[int]:

@@ -16,7 +16,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from app.core.cache import CircuitBreaker
+from app.core.breaker import CircuitBreaker
 from app.core.config import Settings
 from app.core.errors import RateLimited
 

@@ -57,9 +57,9 @@ async def get_user_by_id_with_cache(
     return AuthUser.model_validate(loaded) if loaded else None
 
 
-def invalidate_user_after_commit(db: AsyncSession, user_id: int) -> None:
+def invalidate_user_around_commit(db: AsyncSession, user_id: int) -> None:
     """Every change to a user invalidates `user:{id}` around the commit (tombstone before, delete after)."""
-    cache.invalidate_on_commit(db, cache.user_key(user_id))
+    cache.invalidate_around_commit(db, cache.user_key(user_id))
 
 
 async def register_user(db: AsyncSession, settings: Settings, email: str, password: str) -> User:
@@ -77,7 +77,7 @@ async def replace_password(db: AsyncSession, user: User, expected_hash: str, new
     """Compare-and-set the password hash; on success every session of the user ends."""
     if not await repository.replace_password(db, user, expected_hash, new_hash):
         return False
-    invalidate_user_after_commit(db, user.id)
+    invalidate_user_around_commit(db, user.id)
     return True
 
 
@@ -104,7 +104,7 @@ async def update_user(db: AsyncSession, user: User, **changes: Any) -> User:
     if ends_sessions:
         user.token_version += 1
     await db.flush()
-    invalidate_user_after_commit(db, user.id)
+    invalidate_user_around_commit(db, user.id)
     return user
 
 
@@ -142,7 +142,7 @@ async def delete_user(db: AsyncSession, storage: Storage, actor_id: int, user_id
     await repository.remove(db, user)
     keys = [cache.user_key(user_id), cache.contacts_key(user_id)]
     keys += [cache.contact_key(contact_id, user_id) for contact_id in contact_ids]
-    cache.invalidate_on_commit(db, *keys)
+    cache.invalidate_around_commit(db, *keys)
     if avatar_url is not None:
         after_commit(db, lambda: _delete_stored(storage, avatar_url))
 

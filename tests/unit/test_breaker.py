@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from app.core.cache import CircuitBreaker
+from app.core.breaker import CircuitBreaker
 
 
 def test_breaker_opens_after_threshold_consecutive_failures():
