@@ -14,11 +14,12 @@ from app.auth.schemas import (
     TokenPair,
     TokenString,
 )
+from app.auth.throttle import LoginThrottle
 from app.core.config import SettingsDep
 from app.core.db import SessionDep
 from app.core.dependencies import MailerDep
 from app.core.openapi import errors
-from app.core.rate_limit import enforce, request_ip
+from app.core.rate_limit import enforce, rate_limiter, request_ip
 from app.users.schemas import UserCreate, UserRead
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -41,10 +42,17 @@ async def login(
     request: Request, session: SessionDep, settings: SettingsDep, form: Annotated[LoginForm, Form()]
 ) -> TokenPair:
     """Log in with the OAuth2 password form (`username` is the email). Unknown email and wrong password give
-    the same 401. Limited per client address and per account."""
-    await enforce(request, settings.rate_limit_login_ip, "login-ip", request_ip(request))
-    await enforce(request, settings.rate_limit_login_account, "login-account", form.username.lower())
-    return await service.login(session, settings, form.username, form.password)
+    the same 401. Limited per client network, and for failed attempts per account and network: a stranger's
+    failures do not lock the account's owner out (see app/auth/throttle.py)."""
+    network = request_ip(request)
+    await enforce(request, settings.rate_limit_login_ip, "login-ip", network)
+    throttle = LoginThrottle(rate_limiter(request), settings, form.username, network)
+    await throttle.check()
+    try:
+        return await service.login(session, settings, form.username, form.password)
+    except service.InvalidCredentials:
+        await throttle.failed()
+        raise
 
 
 @router.post("/refresh", response_model=TokenPair, responses=errors(401))

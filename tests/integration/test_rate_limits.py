@@ -20,6 +20,7 @@ from app.core.cache import cache
 from app.core.config import Settings, app_settings
 from app.core.db import Database
 from app.main import create_app
+from app.users.models import Role
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
 from tests.servers import free_port
 
@@ -93,20 +94,59 @@ async def test_login_per_address_limit_leaves_other_addresses_alone(client, db, 
     assert await count(db, RefreshToken) == 1
 
 
-async def test_login_over_the_per_account_limit_returns_429_from_any_address(db, settings, app):
+async def test_failed_logins_from_one_network_throttle_it_but_not_the_owner_elsewhere(db, settings, app):
     victim = await make_user(db, settings)
+    async with client_at(app, "10.3.0.1") as attacker:
+        guesses = [await login(attacker, victim.email) for _ in range(5)]
+        throttled = await login(attacker, victim.email.upper(), DEFAULT_PASSWORD)
+        other_account = await login(attacker, "someone-else@example.com")
+
+    async with client_at(app, "10.4.0.1") as owner:
+        response = await login(owner, victim.email, DEFAULT_PASSWORD)
+
+    assert [r.status_code for r in guesses] == [401] * 5
+    assert_rate_limited(throttled, 900)
+    assert other_account.status_code == 401, other_account.text
+    assert response.status_code == 200, response.text
+    assert await count(db, RefreshToken) == 1
+
+
+@pytest.mark.parametrize("role", [Role.user, Role.admin])
+async def test_failed_logins_from_many_networks_do_not_lock_the_owner_out(db, settings, app, role):
+    victim = await make_user(db, settings, role=role)
     bystander = await make_user(db, settings)
-    for i in range(20):
+    for i in range(20):  # the account's failure budget, spent from twenty networks
         async with client_at(app, f"10.1.0.{i + 1}") as http:
             assert (await login(http, victim.email)).status_code == 401
 
-    async with client_at(app, "10.2.0.1") as fresh:
-        response = await login(fresh, victim.email.upper(), DEFAULT_PASSWORD)
-        other_account = await login(fresh, bystander.email, DEFAULT_PASSWORD)
+    async with client_at(app, "10.1.0.1") as attacker:
+        attacker_again = await login(attacker, victim.email)
+        attacker_right = await login(attacker, victim.email, DEFAULT_PASSWORD)
+    async with client_at(app, "10.2.0.1") as stranger:
+        stranger_wrong = await login(stranger, victim.email)
+        stranger_again = await login(stranger, victim.email)
+    async with client_at(app, "10.2.0.2") as owner:
+        owner_response = await login(owner, victim.email.upper(), DEFAULT_PASSWORD)
+        other_account = await login(owner, bystander.email, DEFAULT_PASSWORD)
 
-    assert_rate_limited(response, 3600)
+    assert_rate_limited(attacker_again, 900)
+    assert_rate_limited(attacker_right, 900)
+    assert stranger_wrong.status_code == 401, stranger_wrong.text  # still checked: a network with no failures
+    assert_rate_limited(stranger_again, 900)  # ... until it has failed once
+    assert owner_response.status_code == 200, owner_response.text
     assert other_account.status_code == 200, other_account.text
-    assert await count(db, RefreshToken) == 1
+    assert await count(db, RefreshToken) == 2
+
+
+async def test_successful_logins_do_not_count_against_the_account(db, settings, app):
+    user = await make_user(db, settings)
+    responses = []
+    for i in range(25):
+        async with client_at(app, f"10.5.0.{i + 1}") as http:
+            responses.append(await login(http, user.email, DEFAULT_PASSWORD))
+
+    assert [r.status_code for r in responses] == [200] * 25
+    assert await count(db, RefreshToken) == 25
 
 
 # -- account email ----------------------------------------------------------------------------------------------------
@@ -240,6 +280,69 @@ async def test_forwarded_for_split_over_several_header_lines_is_read_as_one_list
         )
 
     assert_rate_limited(response, 60)
+
+
+@pytest.mark.parametrize("via", ["peer", "forwarded"])
+async def test_addresses_of_one_ipv6_64_share_one_bucket(db, settings, database, via):
+    async def attempt(app: FastAPI, address: str, email: str) -> httpx.Response:
+        if via == "peer":
+            async with client_at(app, address) as http:
+                return await login(http, email)
+        async with client_at(app, "10.0.0.1") as proxy:
+            return await login(proxy, email, **{"X-Forwarded-For": address})
+
+    async with running_app(settings, database, trusted_proxies=["10.0.0.1"]) as app:
+        spread = [await attempt(app, f"2001:db8:1:2:{i:x}::{i + 1:x}", f"guess{i}@example.com") for i in range(10)]
+        same_64 = await attempt(app, "2001:db8:1:2:ffff:ffff:ffff:ffff", "guess@example.com")
+        next_64 = await attempt(app, "2001:db8:1:3::1", "guess@example.com")
+
+    assert [r.status_code for r in spread] == [401] * 10
+    assert_rate_limited(same_64, 60)
+    assert next_64.status_code == 401, next_64.text
+
+
+async def test_ipv4_mapped_ipv6_shares_the_ipv4_bucket(db, settings, app):
+    for i in range(10):
+        async with client_at(app, "203.0.113.9") as http:
+            assert (await login(http, f"guess{i}@example.com")).status_code == 401
+
+    async with client_at(app, "::ffff:203.0.113.9") as mapped:
+        response = await login(mapped, "guess@example.com")
+
+    assert_rate_limited(response, 60)
+
+
+async def test_malformed_forwarded_for_entries_do_not_share_the_proxys_bucket(db, settings, database):
+    async with (
+        running_app(settings, database, trusted_proxies=["10.0.0.1"]) as app,
+        client_at(app, "10.0.0.1") as proxy,
+    ):
+        malformed = [await login(proxy, f"guess{i}@example.com", **{"X-Forwarded-For": "unknown"}) for i in range(10)]
+        same_entry = await login(proxy, "guess@example.com", **{"X-Forwarded-For": "1.2.3.4, unknown"})
+        other_entry = await login(proxy, "guess@example.com", **{"X-Forwarded-For": "_hidden"})
+        real_client = await login(proxy, "guess@example.com", **{"X-Forwarded-For": "198.51.100.7"})
+        the_proxy = await login(proxy, "guess@example.com")
+
+    assert [r.status_code for r in malformed] == [401] * 10
+    assert_rate_limited(same_entry, 60)
+    assert other_entry.status_code == 401, other_entry.text
+    assert real_client.status_code == 401, real_client.text
+    assert the_proxy.status_code == 401, the_proxy.text
+
+
+async def test_forwarded_for_entries_with_a_port_count_as_their_address(db, settings, database):
+    async with (
+        running_app(settings, database, trusted_proxies=["10.0.0.1"]) as app,
+        client_at(app, "10.0.0.1") as proxy,
+    ):
+        for i in range(10):  # a new source port per connection must not mean a new bucket
+            forwarded = {"X-Forwarded-For": f"203.0.113.7:{5000 + i}"}
+            assert (await login(proxy, f"guess{i}@example.com", **forwarded)).status_code == 401
+        bracketed = await login(proxy, "guess@example.com", **{"X-Forwarded-For": "[::ffff:203.0.113.7]:443"})
+        other_client = await login(proxy, "guess@example.com", **{"X-Forwarded-For": "198.51.100.7:5000"})
+
+    assert_rate_limited(bracketed, 60)
+    assert other_client.status_code == 401, other_client.text
 
 
 async def test_concurrent_login_burst_is_limited_exactly(client, db, settings):
