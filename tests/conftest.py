@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.core.cache import cache
+from app.core.cache import Backend, Cache, cache
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.migrations import upgrade_to_head
@@ -32,6 +32,7 @@ from tests.servers import EmbeddedPostgres, RedisProcess, embedded_only, free_po
 
 TEST_REDIS_DB = 13
 TABLES = ("refresh_tokens", "contacts", "users")
+MakeCache = Callable[..., Cache]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -146,6 +147,22 @@ def make_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def make_cache() -> AsyncIterator[MakeCache]:
+    """Builds caches as the app's lifespan configures its own (`make_cache(settings, backend=None)`), and closes
+    them all after the test."""
+    made: list[Cache] = []
+
+    def build(settings: Settings, backend: Backend | None = None) -> Cache:
+        instance = Cache(settings, backend)
+        made.append(instance)
+        return instance
+
+    yield build
+    for instance in made:
+        await instance.close()
 
 
 class Mailbox:

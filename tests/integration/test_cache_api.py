@@ -4,7 +4,7 @@ the hot path's cost (no SQL, one Redis round trip), metrics, health, and values 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -20,30 +20,22 @@ from app.contacts import service as contacts_service
 from app.contacts.models import Contact
 from app.contacts.schemas import ContactUpdate
 from app.core import db as core_db
-from app.core.cache import REDIS_ROUNDTRIPS, USER_CACHE_FIELDS, MemoryBackend, RedisCache, cache
+from app.core.cache import REDIS_ROUNDTRIPS, USER_CACHE_FIELDS, MemoryBackend, cache
 from app.core.config import Settings
 from app.core.db import Database, commit, query_counter
-from app.core.rate_limit import RateLimiter
 from app.users import service as users_service
 from app.users.models import Role, User
-from tests.conftest import make_settings
+from tests.cache_helpers import about, requests_count, text
+from tests.conftest import MakeCache, make_settings
 from tests.factories import auth_headers, make_contact, make_user
 from tests.servers import free_port
 
 API = "/api/v1"
 
 
-def requests_count(kind: str, result: str) -> float:
-    return REGISTRY.get_sample_value("contacts_api_cache_requests_total", {"kind": kind, "result": result}) or 0.0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def cache_keys(redis_client: Redis) -> set[str]:
     """Every key in the test Redis database except the rate limiter's."""
-    return {_text(key) for key in await redis_client.keys("*") if "LIMITS" not in _text(key)}
+    return {text(key) for key in await redis_client.keys("*") if "LIMITS" not in text(key)}
 
 
 async def stored_json(redis_client: Redis, key: str) -> Any:
@@ -54,28 +46,8 @@ async def stored_json(redis_client: Redis, key: str) -> Any:
 
 async def list_fields(redis_client: Redis, user_id: int) -> dict[str, Any]:
     return {
-        _text(field): json.loads(value) for field, value in (await redis_client.hgetall(f"contacts:{user_id}")).items()
+        text(field): json.loads(value) for field, value in (await redis_client.hgetall(f"contacts:{user_id}")).items()
     }
-
-
-def about(expected: int, observed: int) -> bool:
-    return expected - 3 <= observed <= expected
-
-
-@pytest.fixture
-async def reconfigure(clean: None, settings: Settings) -> AsyncIterator[Callable[..., Settings]]:
-    """Rebinds the app's cache to settings overrides for one test; restores the test settings afterwards."""
-
-    def rebind(backend: Any = None, **overrides: Any) -> Settings:
-        values: dict[str, Any] = {"database_url": settings.database_url, "redis_url": settings.redis_url}
-        values.update(overrides)
-        changed = make_settings(**values)
-        cache.configure(changed, backend=backend)
-        return changed
-
-    yield rebind
-    await cache.close()
-    cache.configure(settings)
 
 
 # -- read-through -------------------------------------------------------------------------------------------------
@@ -618,39 +590,6 @@ async def test_disabled_cache_reads_are_bypasses_and_nothing_is_written(
     }
 
 
-@pytest.mark.parametrize("backend", ["redis", "memory"])
-async def test_read_through_and_invalidation_behave_alike_on_both_backends(
-    client: httpx.AsyncClient,
-    db: AsyncSession,
-    settings: Settings,
-    reconfigure: Callable[..., Settings],
-    backend: str,
-) -> None:
-    if backend == "memory":
-        reconfigure(backend=MemoryBackend(), redis_url=None)
-    user = await make_user(db, settings)
-    contact = await make_contact(db, user, first_name="Same")
-    headers = auth_headers(settings, user)
-    key = cache.contact_key(contact.id, user.id)
-
-    first = await client.get(f"{API}/contacts/{contact.id}", headers=headers)
-    (cached,) = await cache.backend.get([(key, None)])
-    queries = query_counter.value
-    second = await client.get(f"{API}/contacts/{contact.id}", headers=headers)
-    warm_queries = query_counter.value - queries
-    await client.patch(f"{API}/contacts/{contact.id}", json={"first_name": "Changed"}, headers=headers)
-    (after_write,) = await cache.backend.get([(key, None)])
-    third = await client.get(f"{API}/contacts/{contact.id}", headers=headers)
-
-    assert cache.backend.name == backend
-    assert cached is not None
-    assert json.loads(cached) == first.json()
-    assert second.json() == first.json()
-    assert warm_queries == 0
-    assert after_write is None
-    assert third.json()["first_name"] == "Changed"
-
-
 # -- values the API must not trust -------------------------------------------------------------------------------
 
 
@@ -741,7 +680,7 @@ def _scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_metrics_expose_cache_results_and_hit_ratio(
-    client: httpx.AsyncClient, db: AsyncSession, settings: Settings
+    client: httpx.AsyncClient, db: AsyncSession, settings: Settings, make_cache: MakeCache
 ) -> None:
     user = await make_user(db, settings)
     contact = await make_contact(db, user)
@@ -749,16 +688,12 @@ async def test_metrics_expose_cache_results_and_hit_ratio(
     before = _scrape((await client.get("/metrics")).text)
     for _ in range(2):
         await client.get(f"{API}/contacts/{contact.id}", headers=headers)
-    down = RedisCache()
-    down.configure(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", database_url=settings.database_url))
-    disabled = RedisCache()
-    disabled.configure(make_settings(database_url=settings.database_url, cache_enabled=False), backend=MemoryBackend())
-    try:
-        await down.get_cached_contact(contact.id, user.id)
-        await disabled.get_cached_contact(contact.id, user.id)
-    finally:
-        await down.close()
-        await disabled.close()
+    down = make_cache(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", database_url=settings.database_url))
+    disabled = make_cache(
+        make_settings(database_url=settings.database_url, cache_enabled=False), backend=MemoryBackend()
+    )
+    await down.get_cached_contact(contact.id, user.id)
+    await disabled.get_cached_contact(contact.id, user.id)
 
     response = await client.get("/metrics")
 
@@ -784,6 +719,13 @@ async def test_metrics_expose_cache_results_and_hit_ratio(
         assert ratio == pytest.approx(hits / (hits + misses), abs=1e-6)
 
 
+async def test_the_app_serves_the_process_cache_from_app_state(client: httpx.AsyncClient, app: Any) -> None:
+    response = await client.get("/health")
+
+    assert app.state.cache is cache  # the object the services import, configured by the lifespan
+    assert response.json()["cache"] == {"backend": cache.backend.name, "ok": True}
+
+
 async def test_health_reports_the_redis_backend_ok(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
 
@@ -793,77 +735,6 @@ async def test_health_reports_the_redis_backend_ok(client: httpx.AsyncClient) ->
 
 
 # -- bounds ---------------------------------------------------------------------------------------------------------
-
-
-def hammering_queries() -> list[tuple[str, dict[str, str | int]]]:
-    """1,000 distinct list, search and birthday queries: each would be a field of its own in the user's hash."""
-    pages: list[tuple[str, dict[str, str | int]]] = [
-        ("/contacts", {"skip": skip, "limit": limit}) for skip in range(10) for limit in range(1, 81)
-    ]
-    searches: list[tuple[str, dict[str, str | int]]] = [("/contacts", {"q": f"absent-{n}"}) for n in range(100)]
-    birthdays: list[tuple[str, dict[str, str | int]]] = [("/contacts/birthdays", {"days": n}) for n in range(100)]
-    return pages + searches + birthdays
-
-
-async def list_hash(backend: str, redis_client: Redis, key: str) -> dict[str, bytes]:
-    """Every field of a list hash and its value, read from the backend itself."""
-    if backend == "redis":
-        return {_text(field): value for field, value in (await redis_client.hgetall(key)).items()}
-    assert isinstance(cache.backend, MemoryBackend)
-    return cache.backend.hash_fields(key)
-
-
-@pytest.mark.parametrize("backend", ["redis", "memory"])
-async def test_a_user_hammering_distinct_queries_cannot_grow_the_list_cache_past_its_bound(
-    client: httpx.AsyncClient,
-    db: AsyncSession,
-    settings: Settings,
-    redis_client: Redis,
-    app: Any,
-    reconfigure: Callable[..., Settings],
-    backend: str,
-) -> None:
-    max_fields, max_bytes = 40, 30_000
-    bounds = {"cache_list_max_fields": max_fields, "cache_list_max_bytes": max_bytes}
-    if backend == "memory":
-        reconfigure(backend=MemoryBackend(), redis_url=None, **bounds)
-    else:
-        reconfigure(**bounds)
-    app.state.rate_limiter = RateLimiter(
-        make_settings(rate_limit_enabled=False)
-    )  # the attacker's pace is not the point
-    user = await make_user(db, settings)
-    ids = [(await make_contact(db, user, first_name=f"Name{n}", notes="n" * 300)).id for n in range(3)]
-    headers = auth_headers(settings, user)
-    queries = hammering_queries()
-
-    responses = [await client.get(f"{API}{path}", params=params, headers=headers) for path, params in queries]
-
-    assert [r.status_code for r in responses] == [200] * len(queries)
-    for (path, params), response in zip(queries, responses, strict=True):
-        body = response.json()
-        if path == "/contacts" and "q" not in params:
-            skip, limit = int(params["skip"]), int(params["limit"])
-            assert [item["id"] for item in body["items"]] == ids[skip : skip + limit], params
-            assert (body["total"], body["skip"], body["limit"]) == (3, skip, limit)
-        else:
-            assert (body["items"], body["total"]) == ([], 0), params
-    fields = await list_hash(backend, redis_client, cache.contacts_key(user.id))
-    stored = sum(len(name.encode()) + len(value) for name, value in fields.items())
-    assert len(fields) <= max_fields
-    assert stored <= max_bytes
-    assert stored > max_bytes // 2, "the cache should still be used up to its bound"
-    # What was cached first stays cached and is served without a query; the rest is served from the database.
-    first_path, first_params = queries[0]
-    before = query_counter.value
-    again = await client.get(f"{API}{first_path}", params=first_params, headers=headers)
-    assert (again.status_code, again.json()) == (200, responses[0].json())
-    assert query_counter.value == before
-    last_path, last_params = queries[-1]
-    again = await client.get(f"{API}{last_path}", params=last_params, headers=headers)
-    assert (again.status_code, again.json()) == (200, responses[-1].json())
-    assert query_counter.value > before
-    assert await list_hash(backend, redis_client, cache.contacts_key(user.id)) == fields
 
 
 async def test_deep_pages_and_later_pages_of_a_search_are_served_from_the_database_uncached(

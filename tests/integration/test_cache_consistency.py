@@ -1,8 +1,8 @@
 """Consistency of the lease-based cache: no read is staler than a write acknowledged before it started.
 
 The randomized checker runs histories of concurrent reads and writes against two "app instances" in this
-process, each with its own RedisCache and its own Database engine, sharing one Redis and one database. A read
-goes through `RedisCache.read_through` with a loader reading the row in the instance's own session (what
+process, each with its own Cache and its own Database engine, sharing one Redis and one database. A read
+goes through `Cache.read_through` with a loader reading the row in the instance's own session (what
 `app.contacts.service.get_contact_json` does); a write updates the row in its own session, commits, then
 invalidates the key (what the service's after-commit hook does). The contact's `notes` hold a version number
 that every write increments in SQL (`UPDATE ... SET notes = notes + 1 RETURNING notes`), so versions follow
@@ -10,7 +10,7 @@ the commit order even with concurrent writers.
 
 Check (linearizability of each key's reads against acknowledged writes): a read must return a version >= the
 highest version written by a write that ended (commit and invalidation done) before the read started. Random
-delays of 0-20 ms are injected between the database read and the fill (`RedisCache.before_fill`).
+delays of 0-20 ms are injected between the database read and the fill (`Cache.before_fill`).
 
 A control runs the same checker against the textbook cache-aside (GET; on a miss read the database and SET
 unconditionally): it must find stale reads, which shows the checker can fail.
@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import Integer, String, Table, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,27 +40,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contacts import repository
 from app.contacts.models import Contact
 from app.contacts.service import contact_json
-from app.core.cache import Backend, Kind, LeaseState, MemoryBackend, RedisBackend, RedisCache, dumps
+from app.core.cache import Backend, Cache, Kind, LeaseState, MemoryBackend, RedisBackend, dumps
 from app.core.cache import cache as global_cache
 from app.core.config import Settings
 from app.core.db import Database, query_counter
+from tests.cache_helpers import counter
 from tests.conftest import make_settings
 from tests.factories import auth_headers, make_contact, make_user
 
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 TTL = 60
 BASE_SEED = int(os.environ.get("CACHE_CHECKER_SEED", random.SystemRandom().randrange(1_000_000)))
-
-
-def configured_cache(settings: Settings, backend: Backend | None = None) -> RedisCache:
-    """A cache set up as the app's lifespan sets up the global one."""
-    cache = RedisCache()
-    cache.configure(settings, backend)
-    return cache
-
-
-def counter(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,6 +69,9 @@ class NaiveCache:
 
     def contact_key(self, contact_id: int, user_id: int) -> str:
         return f"{self.prefix}contact:{contact_id}:user:{user_id}"
+
+    def loading(self, key: str) -> bool:
+        return False  # no single flight
 
     async def read_through(self, kind: Kind, key: str, loader: Callable[[], Awaitable[Any]], ttl: int) -> bytes | None:
         raw = await self.client.get(key)
@@ -140,8 +132,11 @@ class LaggyBackend:
     async def release(self, key: str, hash_field: str | None, token: str) -> bool:
         return await self._reply("release", self.inner.release(key, hash_field, token))  # type: ignore[no-any-return]
 
-    async def set(self, key: str, value: bytes, ttl: int) -> bool:
-        return await self._reply("set", self.inner.set(key, value, ttl))  # type: ignore[no-any-return]
+    async def store(self, key: str, value: bytes, ttl: int) -> bool:
+        return await self._reply("store", self.inner.store(key, value, ttl))  # type: ignore[no-any-return]
+
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int) -> None:
+        await self._reply("tombstone", self.inner.tombstone(keys, ttl_ms))
 
     async def delete(self, keys: list[str]) -> None:
         await self._reply("delete", self.inner.delete(keys))
@@ -158,7 +153,7 @@ class AppInstance:
     """One process of the service: its own cache and its own database engine."""
 
     name: str
-    cache: Any  # RedisCache or NaiveCache
+    cache: Any  # Cache or NaiveCache
     database: Database
     deferred_invalidations: int = 0
 
@@ -292,7 +287,7 @@ async def run_history(
             is_write = rng.random() < write_ratio
             # Diagnostic only (private state): was a load of this key in flight in this instance, so that the
             # read joins it rather than leading its own?
-            in_flight = instance.cache.contact_key(contact_id, user_id) in getattr(instance.cache, "_flights", {})
+            in_flight = instance.cache.loading(instance.cache.contact_key(contact_id, user_id))
             where = f"{instance.name}/{'write' if is_write else 'joined' if in_flight else 'led'}"
             start = time.perf_counter()
             if is_write:
@@ -428,7 +423,7 @@ async def test_no_stale_read_after_an_acknowledged_write_across_two_instances(
     make_instance: Callable[..., AppInstance],
 ) -> None:
     s = instance_settings(settings, redis_url)
-    instances = [make_instance(name, configured_cache(s), s) for name in ("app-a", "app-b")]
+    instances = [make_instance(name, Cache(s), s) for name in ("app-a", "app-b")]
     verdict = await run_checker(
         "lease cache, 2 instances",
         instances,
@@ -461,7 +456,7 @@ async def test_no_stale_read_when_redis_replies_arrive_late(
     instances = []
     for name in ("app-a", "app-b"):
         backend = LaggyBackend(RedisBackend(redis_url, s), lambda op: lag_rng.uniform(0, 0.005))
-        cache = configured_cache(s, backend)
+        cache = Cache(s, backend)
         instances.append(make_instance(name, cache, s))
     verdict = await run_checker(
         "lease cache, 2 instances, late replies",
@@ -506,7 +501,7 @@ async def test_memory_backend_passes_the_checker(
     targets: list[tuple[int, int]], settings: Settings, database: Database, make_instance: Callable[..., AppInstance]
 ) -> None:
     s = instance_settings(settings, None)
-    cache = configured_cache(s)
+    cache = Cache(s)
     assert isinstance(cache.backend, MemoryBackend)
     instance = make_instance("app-memory", cache, s)
     verdict = await run_checker(
@@ -532,7 +527,7 @@ async def test_a_reader_that_starts_after_an_acknowledged_write_is_not_handed_an
     s = instance_settings(settings, redis_url)
     lag = {"get_or_lease": 0.0}
     backend = LaggyBackend(RedisBackend(redis_url, s), lambda op: lag.get(op, 0.0))
-    cache = configured_cache(s, backend)
+    cache = Cache(s, backend)
     database = {"v": 1}
 
     async def load() -> dict[str, int]:
@@ -566,7 +561,7 @@ async def test_a_fill_of_a_row_read_before_a_write_is_refused(
     """A reader reads v1 from the database; before it fills, a write of v2 commits and invalidates. Its fill
     is refused (the lease was voided) and the next read gets v2."""
     s = instance_settings(settings, redis_url)
-    cache = configured_cache(s)
+    cache = Cache(s)
     database = {"v": 1}
     calls = 0
 
@@ -616,7 +611,7 @@ class CountingLoader:
 
 
 async def test_herd_in_one_process_costs_one_load(settings: Settings, redis_url: str, cache_redis: Redis) -> None:
-    cache = configured_cache(instance_settings(settings, redis_url))
+    cache = Cache(instance_settings(settings, redis_url))
     loader = CountingLoader({"id": 1, "first_name": "Herd"})
     key = cache.contact_key(1, 1)
     try:
@@ -636,7 +631,7 @@ async def test_herd_in_one_process_costs_one_load(settings: Settings, redis_url:
 
 async def test_herd_across_two_instances_costs_one_load(settings: Settings, redis_url: str, cache_redis: Redis) -> None:
     s = instance_settings(settings, redis_url)
-    caches = [configured_cache(s), configured_cache(s)]
+    caches = [Cache(s), Cache(s)]
     loader = CountingLoader({"id": 2, "first_name": "Herd"})
     key = caches[0].contact_key(2, 1)
     try:
@@ -696,67 +691,3 @@ async def test_herd_through_the_api_costs_one_contact_query(
     finally:
         await global_cache.close()
         global_cache.configure(settings)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# 6. Lease details, on both backends
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def lease_cache(
-    request: pytest.FixtureRequest, settings: Settings, redis_url: str, cache_redis: Redis
-) -> AsyncIterator[RedisCache]:
-    s = instance_settings(settings, redis_url if request.param == "redis" else None)
-    cache = configured_cache(s, RedisBackend(redis_url, s) if request.param == "redis" else MemoryBackend())
-    yield cache
-    await cache.close()
-
-
-async def test_a_fill_whose_lease_was_voided_by_an_invalidation_is_refused(lease_cache: RedisCache) -> None:
-    backend = lease_cache.backend
-    key = lease_cache.contact_key(1, 1)
-    state, value = await backend.get_or_lease(key, None, "token-1", 2000, TTL)
-    assert (state, value) == (LeaseState.granted, None)
-    assert await lease_cache.invalidate(key)
-    assert await backend.fill(key, None, "token-1", b'{"v":1}', TTL) is False
-    assert await backend.get([(key, None)]) == [None], "the refused fill stored something"
-    # A reader after the invalidation gets a lease of its own (not "held"), and only its token may fill.
-    state, _ = await backend.get_or_lease(key, None, "token-2", 2000, TTL)
-    assert state is LeaseState.granted
-    assert await backend.fill(key, None, "token-1", b'{"v":1}', TTL) is False
-    assert await backend.fill(key, None, "token-2", b'{"v":2}', TTL) is True
-    assert await backend.get([(key, None)]) == [b'{"v":2}']
-    assert await backend.get_or_lease(key, None, "token-3", 2000, TTL) == (LeaseState.hit, b'{"v":2}')
-
-
-async def test_an_expired_lease_on_a_list_field_can_be_taken_over(lease_cache: RedisCache, cache_redis: Redis) -> None:
-    backend = lease_cache.backend
-    key, list_field = lease_cache.contacts_key(1), "list:0:20:"
-    assert (await backend.get_or_lease(key, list_field, "token-1", 100, TTL))[0] is LeaseState.granted
-    assert (await backend.get_or_lease(key, list_field, "token-2", 100, TTL))[0] is LeaseState.held
-    await asyncio.sleep(0.2)  # token-1's lease expires (its "until" is in the past)
-    assert (await backend.get_or_lease(key, list_field, "token-2", 100, TTL))[0] is LeaseState.granted
-    assert await backend.fill(key, list_field, "token-1", b'{"page":1}', TTL) is False
-    assert await backend.fill(key, list_field, "token-2", b'{"page":2}', TTL) is True
-    assert await backend.get([(key, list_field)]) == [b'{"page":2}']
-    if backend.name == "redis":
-        assert 0 < await cache_redis.ttl(key) <= TTL
-    else:
-        assert isinstance(backend, MemoryBackend)
-        ttl = backend.ttl(key)
-        assert ttl is not None
-        assert 0 < ttl <= TTL
-
-
-async def test_a_backend_given_to_the_constructor_is_used(settings: Settings, redis_url: str) -> None:
-    """`RedisCache(settings, backend)` must keep that backend; the first guarded call must not swap it for one
-    built from the settings."""
-    s = instance_settings(settings, redis_url)
-    mine = MemoryBackend()
-    cache = RedisCache(s, backend=mine)
-    try:
-        await cache.invalidate(cache.contact_key(1, 1))  # any guarded call
-        assert cache.backend is mine
-    finally:
-        await cache.close()

@@ -15,18 +15,18 @@ import contextlib
 import signal
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.core.cache import REDIS_ROUNDTRIPS, Kind, LeaseState, RedisBackend, RedisCache, dumps
+from app.core.cache import REDIS_ROUNDTRIPS, Cache, Kind, LeaseState, RedisBackend, dumps
 from app.core.config import Settings
-from tests.conftest import make_settings
+from tests.cache_helpers import counter
+from tests.conftest import MakeCache, make_settings
 from tests.servers import RedisProcess, free_port
 
 OP_TIMEOUT = 0.05
@@ -39,10 +39,6 @@ TTL = 60
 
 def fault_settings(url: str, **overrides: Any) -> Settings:
     return make_settings(redis_url=url, cache_op_timeout=OP_TIMEOUT, **overrides)
-
-
-def counter(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 class Source:
@@ -88,13 +84,13 @@ class LoopLag:
             await self._task
 
 
-async def timed_read(cache: RedisCache, source: Source, key: str) -> tuple[bytes | None, float]:
+async def timed_read(cache: Cache, source: Source, key: str) -> tuple[bytes | None, float]:
     began = time.perf_counter()
     raw = await cache.read_through(Kind.contact, key, source.loader(key), TTL)
     return raw, time.perf_counter() - began
 
 
-async def is_cached(cache: RedisCache, source: Source, key: str) -> bool:
+async def is_cached(cache: Cache, source: Source, key: str) -> bool:
     """Read `key` twice; True when the second read was served without the loader (a cache hit)."""
     await cache.read_through(Kind.contact, key, source.loader(key), TTL)
     calls = source.calls
@@ -102,7 +98,7 @@ async def is_cached(cache: RedisCache, source: Source, key: str) -> bool:
     return source.calls == calls and raw == source.expected(key)
 
 
-async def wait_until_cached(cache: RedisCache, source: Source, key: str) -> float:
+async def wait_until_cached(cache: Cache, source: Source, key: str) -> float:
     """Seconds until reads of `key` are cache hits again; fails after RECOVERY_DEADLINE."""
     began = time.perf_counter()
     while time.perf_counter() - began < RECOVERY_DEADLINE:
@@ -112,7 +108,7 @@ async def wait_until_cached(cache: RedisCache, source: Source, key: str) -> floa
     raise AssertionError(f"caching did not resume within {RECOVERY_DEADLINE} s (breaker open: {cache.breaker.is_open})")
 
 
-async def wait_until_nothing_pending(cache: RedisCache) -> None:
+async def wait_until_nothing_pending(cache: Cache) -> None:
     """Poll (the cache has no event for it) until no invalidation is pending, for up to RECOVERY_DEADLINE."""
     for _ in range(int(RECOVERY_DEADLINE / 0.02)):
         if not cache.pending_invalidations:
@@ -130,18 +126,9 @@ def redis_process() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-async def make_cache() -> AsyncIterator[Callable[[str], RedisCache]]:
-    made: list[RedisCache] = []
-
-    def build(url: str) -> RedisCache:
-        cache = RedisCache()
-        cache.configure(fault_settings(url))  # as the app's lifespan does
-        made.append(cache)
-        return cache
-
-    yield build
-    for cache in made:
-        await cache.close()
+def cache_at(make_cache: MakeCache) -> Callable[[str], Cache]:
+    """Builds a cache on the Redis at a URL, with the production operation timeout."""
+    return lambda url: make_cache(fault_settings(url))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -150,9 +137,9 @@ async def make_cache() -> AsyncIterator[Callable[[str], RedisCache]]:
 
 
 async def test_an_invalidation_that_cannot_reach_redis_is_kept_bypassed_and_retried(
-    redis_process: RedisProcess, make_cache: Callable[[str], RedisCache]
+    redis_process: RedisProcess, cache_at: Callable[[str], Cache]
 ) -> None:
-    cache = make_cache(redis_process.url)
+    cache = cache_at(redis_process.url)
     observer = Redis.from_url(redis_process.url)
     source = Source()
     key = cache.contact_key(1, 1)
@@ -213,9 +200,7 @@ async def test_an_invalidation_that_cannot_reach_redis_is_kept_bypassed_and_retr
 
 
 @pytest.mark.parametrize("fault", ["killed", "paused", "unreachable", "slow"])
-async def test_reads_survive_a_redis_outage_and_caching_resumes(
-    fault: str, make_cache: Callable[[str], RedisCache]
-) -> None:
+async def test_reads_survive_a_redis_outage_and_caching_resumes(fault: str, cache_at: Callable[[str], Cache]) -> None:
     server: RedisProcess | None = None
     admin: Redis | None = None
     if fault == "unreachable":
@@ -226,7 +211,7 @@ async def test_reads_survive_a_redis_outage_and_caching_resumes(
         port = server.port
         url = server.url
     try:
-        cache = make_cache(url)
+        cache = cache_at(url)
         source = Source()
         keys = [cache.contact_key(i, 1) for i in range(10)]
         if server is not None:
@@ -313,9 +298,9 @@ async def test_reads_survive_a_redis_outage_and_caching_resumes(
 
 
 async def test_a_call_to_a_killed_redis_returns_within_the_operation_timeout(
-    redis_process: RedisProcess, make_cache: Callable[[str], RedisCache]
+    redis_process: RedisProcess, cache_at: Callable[[str], Cache]
 ) -> None:
-    cache = make_cache(redis_process.url)
+    cache = cache_at(redis_process.url)
     source = Source()
     key = cache.contact_key(1, 1)
     assert await is_cached(cache, source, key)
@@ -337,7 +322,7 @@ async def test_a_call_to_a_killed_redis_returns_within_the_operation_timeout(
 
 
 async def test_redis_py_makes_one_attempt_against_a_server_that_never_answers(
-    make_cache: Callable[[str], RedisCache],
+    cache_at: Callable[[str], Cache],
 ) -> None:
     """A server that accepts connections and never replies: the backend's call times out after the socket
     timeout, having opened exactly one connection (redis-py's default would retry 3 times with backoff)."""
@@ -352,7 +337,7 @@ async def test_redis_py_makes_one_attempt_against_a_server_that_never_answers(
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        cache = make_cache(f"redis://127.0.0.1:{port}/0")
+        cache = cache_at(f"redis://127.0.0.1:{port}/0")
         backend = cache.backend
         assert isinstance(backend, RedisBackend)
         began = time.perf_counter()
@@ -379,13 +364,13 @@ async def test_redis_py_makes_one_attempt_against_a_server_that_never_answers(
 
 
 async def test_a_busy_event_loop_does_not_fail_healthy_redis_operations(
-    redis_process: RedisProcess, make_cache: Callable[[str], RedisCache]
+    redis_process: RedisProcess, cache_at: Callable[[str], Cache]
 ) -> None:
     """200 reads in flight, then the loop blocked for 3 x the operation timeout (a saturated worker: other
     requests' parsing and token checks), at each stage of the reads' progress (after 1 to 8 loop iterations).
     Redis answered in time; the replies only waited in their sockets. Every read is a hit, no operation fails
     and the breaker stays closed."""
-    cache = make_cache(redis_process.url)
+    cache = cache_at(redis_process.url)
     source = Source()
     key = cache.contact_key(1, 1)
     assert await is_cached(cache, source, key)
@@ -408,12 +393,12 @@ async def test_a_busy_event_loop_does_not_fail_healthy_redis_operations(
 
 
 async def test_a_silent_redis_still_fails_after_the_operation_timeout_on_an_idle_loop(
-    make_cache: Callable[[str], RedisCache],
+    cache_at: Callable[[str], Cache],
 ) -> None:
     server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        cache = make_cache(f"redis://127.0.0.1:{port}/0")
+        cache = cache_at(f"redis://127.0.0.1:{port}/0")
         source = Source()
         async with LoopLag() as lag:
             raw, took = await timed_read(cache, source, cache.contact_key(1, 1))
@@ -432,15 +417,15 @@ async def test_a_silent_redis_still_fails_after_the_operation_timeout_on_an_idle
 
 @pytest.mark.parametrize("how", ["cancelled", "crashed"])
 async def test_a_lease_left_behind_neither_stalls_nor_herds_readers(
-    how: str, redis_process: RedisProcess, make_cache: Callable[[str], RedisCache]
+    how: str, redis_process: RedisProcess, cache_at: Callable[[str], Cache]
 ) -> None:
     """A reader takes the lease and never fills: its request is cancelled (client gone) while it reads the
     database, or its process dies. The lease stays in Redis for `cache_lease_ttl` (2 s). Readers of the key in
     another instance should wait for a fill at most `cache_lease_wait` (README: "seconds a reader waits for
     another process's fill") and then be served by the database, their process's single flight still making one
     query for all of them."""
-    instance_a = make_cache(redis_process.url)
-    instance_b = make_cache(redis_process.url)
+    instance_a = cache_at(redis_process.url)
+    instance_b = cache_at(redis_process.url)
     settings = instance_b.settings
     key = instance_a.contact_key(1, 1)
     source = Source()

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from app.contacts import repository
 from app.contacts.service import contact_json
-from app.core.cache import Kind, MemoryBackend, RedisCache, cache
+from app.core.cache import Kind, cache
 from tests.conftest import make_settings
 from tests.factories import auth_headers, make_contact, make_user
 
@@ -17,7 +15,7 @@ API = "/api/v1"
 
 
 async def test_write_whose_deletion_fails_after_commit_leaves_no_stale_value_for_other_processes(
-    client, db, settings, database, redis_client, monkeypatch
+    client, db, settings, database, redis_client, monkeypatch, make_cache
 ):
     user = await make_user(db, settings)
     contact = await make_contact(db, user, first_name="Before")
@@ -35,21 +33,18 @@ async def test_write_whose_deletion_fails_after_commit_leaves_no_stale_value_for
     assert (await redis_client.get(key)).startswith(b'{"__tomb__"')
     assert 0 < await redis_client.pttl(key) <= settings.cache_tombstone_ttl * 1000
 
-    other_process = RedisCache(make_settings(database_url=settings.database_url, redis_url=settings.redis_url))
-    try:
-        async with database.sessionmaker() as session:
+    other_process = make_cache(make_settings(database_url=settings.database_url, redis_url=settings.redis_url))
+    async with database.sessionmaker() as session:
 
-            async def load():
-                row = await repository.get_row(session, contact.id, user.id)
-                return contact_json(row) if row else None
+        async def load():
+            row = await repository.get_row(session, contact.id, user.id)
+            return contact_json(row) if row else None
 
-            raw = await other_process.read_through(Kind.contact, key, load, 60)
-        assert json.loads(raw)["first_name"] == "After"
-        assert await other_process.get_cached_contact(contact.id, user.id) is None
-        # The tombstone is not replaced by a fill: it waits for the retried deletion (or its TTL).
-        assert (await redis_client.get(key)).startswith(b'{"__tomb__"')
-    finally:
-        await other_process.close()
+        raw = await other_process.read_through(Kind.contact, key, load, 60)
+    assert json.loads(raw)["first_name"] == "After"
+    assert await other_process.get_cached_contact(contact.id, user.id) is None
+    # The tombstone is not replaced by a fill: it waits for the retried deletion (or its TTL).
+    assert (await redis_client.get(key)).startswith(b'{"__tomb__"')
 
 
 async def test_tombstone_on_a_list_hash_drops_every_page_and_blocks_fills(client, db, settings, redis_client):
@@ -67,23 +62,3 @@ async def test_tombstone_on_a_list_hash_drops_every_page_and_blocks_fills(client
     assert page.status_code == 200
     assert page.json()["total"] == 1
     assert await redis_client.hkeys(list_key) == [b"__tomb__"]  # served from the database, not filled
-
-
-@pytest.mark.parametrize("is_hash", [False, True])
-async def test_memory_backend_tombstones_like_redis(is_hash):
-    backend = MemoryBackend()
-    field = "page" if is_hash else None
-    if is_hash:
-        await backend.get_or_lease("k", field, "t1", 1000, 60)
-        assert await backend.fill("k", field, "t1", b'{"v":1}', 60)
-    else:
-        await backend.set("k", b'{"v":1}', 60)
-    state, _ = await backend.get_or_lease("k", field, "t2", 1000, 60)
-    assert state.name == "hit"
-    await backend.tombstone([("k", is_hash)], 10_000)
-    state, _ = await backend.get_or_lease("k", field, "t3", 1000, 60)
-    assert state.name == "tombstoned"
-    assert not await backend.fill("k", field, "t2", b'{"v":0}', 60)
-    await backend.delete(["k"])
-    state, _ = await backend.get_or_lease("k", field, "t4", 1000, 60)
-    assert state.name == "granted"
