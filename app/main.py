@@ -16,17 +16,21 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from app.auth.router import router as auth_router
+from app.contacts import service as contacts_service
 from app.contacts.router import router as contacts_router
 from app.core.cache import Cache, cache
 from app.core.config import Settings, get_settings, with_jwt_secret
 from app.core.db import Database
 from app.core.email import Mailer
 from app.core.errors import install_error_handlers
+from app.core.events import user_deleting
 from app.core.metrics import CONTENT_TYPE, check_metrics_access, render_metrics
 from app.core.middleware import BodySizeLimit
 from app.core.openapi import document_body_errors, errors
 from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
+from app.users import service as users_service
+from app.users.account_router import router as account_router
 from app.users.router import admin_router
 from app.users.router import router as users_router
 
@@ -78,6 +82,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         description="Multi-user contacts service with a Redis cache that is never staler than its database.",
     )
     app.state.settings = settings
+    # The features meet here, not in each other's imports: auth checks the accounts users keeps, and contacts
+    # forgets what it cached of a user who is being deleted.
+    app.state.accounts = users_service.accounts
+    user_deleting.subscribe(contacts_service.forget_contacts_of_user)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.include_router(account_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(contacts_router, prefix=API_PREFIX)

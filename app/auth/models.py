@@ -1,3 +1,5 @@
+"""The refresh-token records: one row per issued refresh token, grouped in families (one per login)."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,18 +1,36 @@
+"""What the auth feature speaks: roles, the principal (AuthUser), token pairs and the login form."""
+
 from __future__ import annotations
 
+import enum
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.core.schemas import (
-    MAX_EMAIL_LENGTH,
-    MAX_PASSWORD_BYTES,
-    Email,
-    Password,
-    StrictModel,
-    password_bytes,
-    storable,
-)
+from app.core.schemas import MAX_EMAIL_LENGTH, MAX_PASSWORD_BYTES, StrictModel, password_bytes, storable
+
+
+class Role(enum.StrEnum):
+    user = "user"
+    admin = "admin"
+
+
+class AuthUser(BaseModel):
+    """The principal: who is calling, as checks need it, and as it is cached under `user:{id}` (every field
+    non-secret: never a password hash or a token)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    role: Role
+    is_active: bool
+    is_verified: bool
+    avatar_url: str | None
+    created_at: datetime
+    token_version: int
+
 
 TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
@@ -43,21 +61,3 @@ class LoginForm(BaseModel):
     ]
     grant_type: Annotated[str | None, Field(pattern="^password$")] = None
     scope: Annotated[str, StringConstraints(max_length=1000)] = ""
-
-
-class EmailRequest(StrictModel):
-    email: Email
-
-
-class ResetPasswordRequest(StrictModel):
-    token: TokenString
-    new_password: Password
-
-
-class ChangePasswordRequest(StrictModel):
-    current_password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_BYTES)]
-    new_password: Password
-
-
-class Message(BaseModel):
-    detail: str

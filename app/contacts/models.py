@@ -1,3 +1,5 @@
+"""The contacts table and the counts table that keeps each address book's size."""
+
 from __future__ import annotations
 
 from datetime import date, datetime

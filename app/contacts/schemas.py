@@ -1,3 +1,5 @@
+"""What the contacts feature speaks: the create, update and read shapes of a contact, with their checks."""
+
 from __future__ import annotations
 
 import re

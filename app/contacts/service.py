@@ -19,9 +19,13 @@ from app.core.errors import Conflict, NotFound
 class ContactNotFound(NotFound):
     """Contact not found."""
 
+    code = "ContactNotFound"
+
 
 class ContactEmailExists(Conflict):
     """Another of your contacts already has this email."""
+
+    code = "ContactEmailExists"
 
 
 class _CachedContact(ContactRead):
@@ -77,7 +81,7 @@ async def get_contact_json(
     if contact is not None and contact.id == contact_id and contact.user_id == user_id:
         return raw
     loaded = await load()
-    return json.dumps(loaded).encode() if loaded else None
+    return dumps(loaded) if loaded else None
 
 
 async def get_contact_with_cache(db: AsyncSession, contact_id: int, user_id: int) -> dict[str, Any] | None:
@@ -191,5 +195,8 @@ async def delete_contact(db: AsyncSession, contact_id: int, user_id: int) -> Non
     _invalidate_around_commit(db, contact_id, user_id)
 
 
-async def contact_ids_of_user(db: AsyncSession, user_id: int) -> list[int]:
-    return await repository.ids_of_user(db, user_id)
+async def forget_contacts_of_user(db: AsyncSession, user_id: int) -> None:
+    """The user is being deleted, their contacts with them (ON DELETE CASCADE): invalidate every cache key of
+    theirs around the commit. Subscribed to `app.core.events.user_deleting` by the application."""
+    keys = [cache.contact_key(contact_id, user_id) for contact_id in await repository.ids_of_user(db, user_id)]
+    cache.invalidate_around_commit(db, cache.contacts_key(user_id), *keys)

@@ -28,6 +28,11 @@ class ErrorBody(BaseModel):
 
 
 class AppError(Exception):
+    """Every error the service answers on purpose. Each class declares its own `code` (the `error` of the body,
+    one code per state, listed in docs/errors.md), its status and its default detail (the docstring's first line);
+    a test checks that every subclass declares a code of its own."""
+
+    code: ClassVar[str] = "AppError"
     status_code = 400
     default_headers: ClassVar[dict[str, str] | None] = None
     # True when the work done before the error must still be committed (e.g. revoking a stolen token family).
@@ -48,18 +53,21 @@ class AppError(Exception):
 class NotFound(AppError):
     """The resource was not found."""
 
+    code = "NotFound"
     status_code = 404
 
 
 class Conflict(AppError):
     """The request conflicts with existing data."""
 
+    code = "Conflict"
     status_code = 409
 
 
 class Unauthorized(AppError):
     """Authentication is required or the credentials are invalid."""
 
+    code = "Unauthorized"
     status_code = 401
     default_headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
 
@@ -67,12 +75,14 @@ class Unauthorized(AppError):
 class Forbidden(AppError):
     """You are not allowed to do this."""
 
+    code = "Forbidden"
     status_code = 403
 
 
 class RateLimited(AppError):
     """Too many requests; try again later."""
 
+    code = "RateLimited"
     status_code = 429
 
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
@@ -83,6 +93,7 @@ class RateLimited(AppError):
 class ServiceUnavailable(AppError):
     """The service is temporarily unavailable."""
 
+    code = "ServiceUnavailable"
     status_code = 503
     default_headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
@@ -90,18 +101,21 @@ class ServiceUnavailable(AppError):
 class PayloadTooLarge(AppError):
     """The request body is too large."""
 
+    code = "PayloadTooLarge"
     status_code = 413
 
 
 class UnsupportedMediaType(AppError):
     """The uploaded content is not of a supported type."""
 
+    code = "UnsupportedMediaType"
     status_code = 415
 
 
 class InsufficientStorage(AppError):
     """The server has no room to store this; try again later."""
 
+    code = "InsufficientStorage"
     status_code = 507
 
 
@@ -123,6 +137,28 @@ _HTTP_NAMES = {
 }
 
 
+# What the framework and the handlers below answer on their own, with no AppError behind it.
+FRAMEWORK_ERRORS = {
+    "BadRequest": (400, "The request body could not be parsed (not UTF-8 JSON, or a malformed form)."),
+    "MethodNotAllowed": (405, "The path does not take this method."),
+    "ValidationError": (422, "A list of {loc, msg, type}: which input is wrong and why."),
+    "HTTPError": (400, "Any other status the framework answers (rare)."),
+    "InternalError": (500, "An unexpected error; the body's request_id is also in the log."),
+}
+
+
+def error_catalogue() -> dict[str, tuple[int, str]]:
+    """Every `error` code the service can answer: each AppError class's, and the framework's."""
+    catalogue = dict(FRAMEWORK_ERRORS)
+    pending: list[type[AppError]] = [AppError]
+    while pending:
+        error = pending.pop()
+        pending.extend(error.__subclasses__())
+        if error is not AppError:
+            catalogue[error.code] = (error.status_code, error.default_detail())
+    return dict(sorted(catalogue.items()))
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Validation errors without echoing the (possibly huge or secret) input back."""
     return [
@@ -134,7 +170,7 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return error_response(exc.status_code, type(exc).__name__, exc.detail, exc.headers)
+        return error_response(exc.status_code, exc.code, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

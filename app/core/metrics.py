@@ -22,6 +22,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class MetricsForbidden(Forbidden):
     """Metrics are served only to allowed networks or with the metrics token."""
 
+    code = "MetricsForbidden"
+
 
 def check_metrics_access(request: Request, settings: Settings) -> None:
     """Let the request through if its client (the address after trusted proxies) is in METRICS_ALLOW, or if it

@@ -1,4 +1,5 @@
-"""Error responses for route declarations, so the OpenAPI schema lists every status a route can answer."""
+"""Error responses for route declarations, so the OpenAPI schema lists every status a route can answer and every
+error code."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.core.errors import ErrorBody
+from app.core.errors import ErrorBody, error_catalogue
 
 _DESCRIPTIONS = {
     400: "Bad request",
@@ -42,6 +43,10 @@ def document_body_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
     def openapi() -> dict[str, Any]:
         schema = generate()
+        # The `error` of every error body is one code of the catalogue (docs/errors.md): a client can branch on it.
+        error_body = schema.get("components", {}).get("schemas", {}).get("ErrorBody")
+        if error_body is not None:
+            error_body["properties"]["error"]["enum"] = list(error_catalogue())
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
                 if isinstance(operation, dict) and "requestBody" in operation:

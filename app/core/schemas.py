@@ -46,6 +46,8 @@ Password = Annotated[
 
 MAX_PAGE_SIZE = 100
 MAX_SKIP = 1_000_000
+# Ids are 64-bit signed integers on every database: the largest one any route accepts.
+MAX_ID = 2**63 - 1
 
 
 class StrictModel(BaseModel):

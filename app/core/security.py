@@ -25,6 +25,8 @@ T = TypeVar("T")
 class PasswordHashingBusy(ServiceUnavailable):
     """Too many password checks are waiting; try again in a moment."""
 
+    code = "PasswordHashingBusy"
+
 
 class HashingPool:
     """Password hashing, the most expensive thing the service does (tens of ms, tens of MiB each): a thread pool

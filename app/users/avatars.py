@@ -25,15 +25,20 @@ T = TypeVar("T")
 class NotAnImage(UnsupportedMediaType):
     """The file is not a PNG, JPEG, WebP or GIF image."""
 
+    code = "NotAnImage"
+
 
 class ImageTooLarge(AppError):
     """The image's dimensions are too large."""
 
+    code = "ImageTooLarge"
     status_code = 413
 
 
 class ImagePoolBusy(ServiceUnavailable):
     """Too many images are being processed; try again shortly."""
+
+    code = "ImagePoolBusy"
 
 
 class ImagePool:

@@ -1,17 +1,16 @@
+"""The users table."""
+
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.auth.schemas import Role
 from app.core.db import Base, BigIntId, UTCDateTime, utcnow
 
-
-class Role(enum.StrEnum):
-    user = "user"
-    admin = "admin"
+__all__ = ["Role", "User"]
 
 
 class User(Base):

@@ -1,31 +1,32 @@
+"""The routes of one's own account (/users/me) and the administrators' (/admin/users)."""
+
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Request, UploadFile, status
 
-from app.auth import service as auth_service
-from app.auth.dependencies import AdminUser, CurrentUser
-from app.auth.schemas import ChangePasswordRequest, TokenPair
+from app.auth.principal import AdminUser, CurrentUser
+from app.auth.schemas import AuthUser, TokenPair
 from app.core.config import SettingsDep
 from app.core.db import SessionDep
 from app.core.dependencies import StorageDep
 from app.core.errors import PayloadTooLarge
 from app.core.openapi import errors
 from app.core.rate_limit import enforce, request_ip
-from app.core.schemas import MAX_PAGE_SIZE, MAX_SKIP, Page
-from app.users import service
+from app.core.schemas import MAX_ID, MAX_PAGE_SIZE, MAX_SKIP, Page
+from app.users import passwords, service
 from app.users.models import Role
-from app.users.schemas import AdminUserUpdate, UserRead
+from app.users.schemas import AdminUserUpdate, ChangePasswordRequest, UserRead
 
 router = APIRouter(prefix="/users", tags=["users"])
 admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
 
-UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.get("/me", response_model=UserRead, responses=errors(401, 403))
-async def read_me(user: CurrentUser) -> UserRead:
+async def read_me(user: CurrentUser) -> AuthUser:
     """The authenticated user."""
     return user
 
@@ -39,7 +40,7 @@ async def change_password(
     be a way to guess it)."""
     await enforce(request, settings.rate_limit_password_change_ip, "password-change-ip", request_ip(request))
     await enforce(request, settings.rate_limit_password_change_user, "password-change-user", str(user.id))
-    return await auth_service.change_password(session, settings, user.id, body.current_password, body.new_password)
+    return await passwords.change_password(session, settings, user.id, body.current_password, body.new_password)
 
 
 @router.put("/me/avatar", response_model=UserRead, responses=errors(401, 403, 413, 415, 429))
@@ -91,7 +92,7 @@ async def read_user(user_id: UserId, _: AdminUser, session: SessionDep) -> UserR
 async def update_user(user_id: UserId, body: AdminUserUpdate, admin: AdminUser, session: SessionDep) -> UserRead:
     """Set another account's role or active flag; either change ends that account's sessions at once."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    return UserRead.model_validate(await auth_service.admin_update_user(session, admin.id, user_id, changes))
+    return UserRead.model_validate(await service.admin_update_user(session, admin.id, user_id, changes))
 
 
 @admin_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 404))

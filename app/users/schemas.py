@@ -1,11 +1,14 @@
+"""What the users feature speaks: accounts as the API shows them, and the account and password requests."""
+
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 
-from app.core.schemas import Email, Password, StrictModel
-from app.users.models import Role
+from app.auth.schemas import Role, TokenString
+from app.core.schemas import MAX_PASSWORD_BYTES, Email, Password, StrictModel
 
 
 class UserCreate(StrictModel):
@@ -27,14 +30,26 @@ class UserRead(BaseModel):
     created_at: datetime
 
 
-class AuthUser(UserRead):
-    """The user as authentication needs it, and as it is cached under `user:{id}` (all fields non-secret)."""
-
-    token_version: int
-
-
 class AdminUserUpdate(StrictModel):
     """What an administrator may change on another account."""
 
     role: Role | None = None
     is_active: StrictBool | None = None  # true or false, not "yes" or 1
+
+
+class EmailRequest(StrictModel):
+    email: Email
+
+
+class ResetPasswordRequest(StrictModel):
+    token: TokenString
+    new_password: Password
+
+
+class ChangePasswordRequest(StrictModel):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_BYTES)]
+    new_password: Password
+
+
+class Message(BaseModel):
+    detail: str

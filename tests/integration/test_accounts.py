@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import service as auth_service
 from app.auth.models import RefreshToken
 from app.auth.tokens import password_fingerprint, reset_password_token, verify_email_token
 from app.core.config import Settings, app_settings
 from app.core.security import TokenPurpose, create_token, hash_password, verify_password
+from app.users import passwords as password_service
 from app.users.models import User
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
 
@@ -288,7 +288,7 @@ async def test_reset_token_works_only_once_when_used_concurrently(client, db, se
         await asyncio.sleep(0.1)
         return await hash_password(settings, password)
 
-    monkeypatch.setattr(auth_service, "hash_password", realistic_hash)
+    monkeypatch.setattr(password_service, "hash_password", realistic_hash)
     user = await make_user(db, settings)
     token = reset_password_token(settings, user.id, user.hashed_password)
     passwords = ["first new password", "second new password"]

@@ -218,7 +218,7 @@ async def test_patch_deactivates_user_who_then_cannot_log_in(client, db, setting
     assert row.is_active is False
     login = await client.post(f"{API}/auth/login", data={"username": target.email, "password": DEFAULT_PASSWORD})
     assert login.status_code == 403, login.text
-    assert login.json()["error"] == "InactiveUser"
+    assert login.json()["error"] == "InactiveAccount"
 
 
 @pytest.mark.parametrize(("role", "changes"), [(Role.admin, {"role": "user"}), (Role.user, {"is_active": False})])

@@ -298,7 +298,7 @@ async def present(client: httpx.AsyncClient, target: str, token: str) -> httpx.R
 async def genuine_tokens(db: AsyncSession, settings: Settings) -> tuple[User, dict[str, str]]:
     """An unverified user (so a wrongly accepted verify token shows) and one genuine token of every kind."""
     user = await make_user(db, settings, verified=False)
-    pair = await issue_tokens(db, settings, user)
+    pair = await issue_tokens(db, settings, user.id, user.token_version)
     await db.commit()
     return user, {
         "access": pair.access_token,
