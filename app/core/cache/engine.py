@@ -1,10 +1,15 @@
 """Reads and fills: the read-through under leases with single flight, and the spec API's plain look-up and store.
 
-A reader that misses takes a lease (a marker with a random token in the key's place), reads the database, then
-fills the key with a compare-and-set on its token; a write's deletion voids the lease, so a late fill of an old row
-is refused. Concurrent misses of one key share one load in this process (single flight) and, through the lease,
-across processes (the others wait briefly for the fill). The spec's `cache_*` stores follow the same rule from the
-other side: they never replace a tombstone or another reader's live lease, and no look-up ever returns a marker.
+A reader that misses takes a lease (a marker with a random token in the key's place, as in Facebook's memcache,
+NSDI 2013), reads the database, then fills the key with a compare-and-set on its token; a write's deletion voids
+the lease, so a late fill of an old row is refused. Concurrent misses of one key share one load in this process
+(single flight) and, through the lease, across processes (the others wait briefly for the fill). The spec's
+`cache_*` stores follow the same rule from the other side: they never replace a tombstone or another reader's live
+lease, and no look-up ever returns a marker.
+
+A list hash is bounded (CACHE_LIST_MAX_FIELDS, CACHE_LIST_MAX_BYTES, leases included): a lease that would pass the
+bound is not granted (`full`) and a fill that would is refused and drops its lease; either way the page is served
+from the database. Refusing never serves anything staler; the hash empties at the user's next write or its TTL.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Invalidation: a write's tombstones before its commit, its deletions after, and the deletions kept and retried
-while the backend does not answer."""
+"""Invalidation: tombstones before a write's commit, deletions after it, and deletions retried until they land."""
 
 from __future__ import annotations
 
