@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contacts.models import Contact, ContactCount, birthday_key, search_text
+from app.contacts.models import Contact, ContactCount, ContactEmail, birthday_key, search_text
 
 _COLUMNS = Contact.__table__.c
 
@@ -106,15 +106,42 @@ async def birthdays_page(
 
 
 def _derive(contact: Contact) -> None:
-    contact.search_text = search_text(contact.first_name, contact.last_name, contact.email)
+    if not contact.uid:
+        contact.uid = str(uuid.uuid4())
+    contact.emails = [{"value": contact.email, "label": None, "primary": True}] if contact.email else []
+    phones = [{"value": contact.phone, "e164": None, "label": None, "primary": True}] if contact.phone else []
+    contact.phones = phones
+    contact.search_text = search_text((contact.first_name, contact.last_name), [contact.email], [contact.phone])
     contact.birthday_key = birthday_key(contact.birthday)
 
 
-async def _flush(session: AsyncSession) -> None:
-    try:
+async def _check_email_free(session: AsyncSession, contact: Contact) -> None:
+    if not contact.email:
+        return
+    query = (
+        select(ContactEmail.contact_id)
+        .join(Contact, Contact.id == ContactEmail.contact_id)
+        .where(
+            ContactEmail.user_id == contact.user_id,
+            ContactEmail.value_lower == contact.email.lower(),
+            Contact.deleted_at.is_(None),
+        )
+    )
+    if contact.id is not None:
+        query = query.where(ContactEmail.contact_id != contact.id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise ContactEmailTaken
+
+
+async def _mirror_emails(session: AsyncSession, contact: Contact) -> None:
+    await session.execute(delete(ContactEmail).where(ContactEmail.contact_id == contact.id))
+    if contact.email:
+        session.add(ContactEmail(contact_id=contact.id, user_id=contact.user_id, value_lower=contact.email.lower()))
         await session.flush()
-    except IntegrityError as exc:
-        raise ContactEmailTaken from exc
+
+
+async def _flush(session: AsyncSession) -> None:
+    await session.flush()
 
 
 async def _count_change(session: AsyncSession, user_id: int, added: bool) -> None:
@@ -140,15 +167,22 @@ async def _count_change(session: AsyncSession, user_id: int, added: bool) -> Non
 
 async def add(session: AsyncSession, contact: Contact) -> Contact:
     _derive(contact)
+    await _check_email_free(session, contact)
     session.add(contact)
     await _flush(session)
+    await _mirror_emails(session, contact)
     await _count_change(session, contact.user_id, added=True)
     return contact
 
 
 async def save(session: AsyncSession, contact: Contact) -> Contact:
     _derive(contact)
+    if not session.is_modified(contact):
+        return contact  # nothing changed: not a write (no new version)
+    await _check_email_free(session, contact)
+    contact.version += 1
     await _flush(session)
+    await _mirror_emails(session, contact)
     return contact
 
 
