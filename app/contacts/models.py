@@ -103,6 +103,15 @@ class Contact(Base):
         Index("ix_contacts_user_id_birthday_key", "user_id", "birthday_key"),
         Index("uq_contacts_user_id_uid", "user_id", "uid", unique=True),
         Index("ix_contacts_user_id_change_seq", "user_id", "change_seq"),
+        # The trash (and the clean-up's search for expired trash): trashed rows only.
+        Index(
+            "ix_contacts_trash",
+            "user_id",
+            "deleted_at",
+            "id",
+            postgresql_where=text("deleted_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
         Index("ix_contacts_user_id_updated_at", "user_id", "updated_at", "id"),
         # `sort=name`: last name, first name, id, case-insensitively; keyset pages walk this index.
         Index(
