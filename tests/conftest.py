@@ -29,6 +29,7 @@ from app.core.migrations import upgrade_to_head
 from app.core.rate_limit import RateLimiter
 from app.main import create_app
 from tests.servers import EmbeddedPostgres, RedisProcess, embedded_only, free_port, port_open, throwaway_database
+from tests.topologies import redis_cluster, redis_sentinel  # noqa: F401 - session fixtures: a Cluster, a Sentinel group
 
 TEST_REDIS_DB = 13
 TABLES = ("refresh_tokens", "contacts", "users")

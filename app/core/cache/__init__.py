@@ -15,6 +15,12 @@ Each operation has a short timeout that counts the event loop's attention (`dead
 stops paying it while Redis is down (`guard.py`). One user's list hash is bounded (CACHE_LIST_MAX_FIELDS,
 CACHE_LIST_MAX_BYTES, leases included): past it, pages are served from the database and not cached.
 
+On a Redis Cluster the keys carry the user's id as hash tag (``user:{42}``, ``contact:7:user:{42}``,
+``contacts:{42}``), so that every key of one operation (a request's user and contact, a write's tombstones) lies in
+one hash slot; on one server or behind Sentinels they are exactly as above. With ``CACHE_WRITE_POLICY=strict`` a
+write whose tombstones cannot be placed (and confirmed by a replica, where a failover could promote one) before its
+commit is refused (`CacheWriteRefused`, 503) and rolled back.
+
 The process has one cache, `cache`, which the app's lifespan configures from the settings (and puts on
 ``app.state.cache``); a cache used before `configure` raises `CacheNotConfigured`.
 """
@@ -39,7 +45,7 @@ from app.core.cache.backend import (
 )
 from app.core.cache.engine import Engine, FillHook, Loader
 from app.core.cache.guard import GuardedBackend
-from app.core.cache.invalidation import Invalidations
+from app.core.cache.invalidation import CacheWriteRefused, Invalidations
 from app.core.cache.memory_backend import MemoryBackend
 from app.core.cache.metrics import CACHE_FILLS, CACHE_INVALIDATIONS, CACHE_REQUESTS, REDIS_ROUNDTRIPS, Kind, hit_ratios
 from app.core.cache.redis_backend import RedisBackend
@@ -57,6 +63,7 @@ __all__ = [
     "Cache",
     "CacheNotConfigured",
     "CacheUnavailable",
+    "CacheWriteRefused",
     "CircuitOpen",
     "Kind",
     "LeaseState",
@@ -84,6 +91,7 @@ class Cache:
         self._invalidations = Invalidations(self._guard)
         self._guard.on_answer = self._invalidations.resume_retries
         self._engine = Engine(self._guard, self._invalidations)
+        self._tagged = False  # keys carry hash tags (Redis Cluster)
         if settings is not None:
             self.configure(settings, backend)
         elif backend is not None:
@@ -101,6 +109,7 @@ class Cache:
             dsn = settings.redis_dsn
             backend = RedisBackend(dsn, settings) if dsn else MemoryBackend(settings.cache_memory_max_bytes)
         self._guard.configure(settings, backend, off_reason)
+        self._tagged = isinstance(backend, RedisBackend) and backend.topology.hash_tags
         self._engine.reset()
         self._invalidations.reset()
 
@@ -150,14 +159,18 @@ class Cache:
 
     # -- keys -------------------------------------------------------------------------------------------------
 
+    def _owner(self, user_id: int) -> str:
+        """The user's id in a key: as a hash tag on Redis Cluster, so that all of one user's keys share a slot."""
+        return f"{{{user_id}}}" if self._tagged else str(user_id)
+
     def user_key(self, user_id: int) -> str:
-        return f"{self.settings.cache_key_prefix}user:{user_id}"
+        return f"{self.settings.cache_key_prefix}user:{self._owner(user_id)}"
 
     def contact_key(self, contact_id: int, user_id: int) -> str:
-        return f"{self.settings.cache_key_prefix}contact:{contact_id}:user:{user_id}"
+        return f"{self.settings.cache_key_prefix}contact:{contact_id}:user:{self._owner(user_id)}"
 
     def contacts_key(self, user_id: int) -> str:
-        return f"{self.settings.cache_key_prefix}contacts:{user_id}"
+        return f"{self.settings.cache_key_prefix}contacts:{self._owner(user_id)}"
 
     def _is_list_key(self, key: str) -> bool:
         return key[len(self.settings.cache_key_prefix) :].startswith(LIST_KEY)
@@ -220,15 +233,25 @@ class Cache:
         return await self._invalidations.delete(list(keys))
 
     async def tombstone(self, *keys: str) -> bool:
-        """Put tombstones in the place of `keys`: no process serves or fills them until they are deleted."""
-        return await self._invalidations.tombstone([(key, self._is_list_key(key)) for key in keys])
+        """Put tombstones in the place of `keys`: no process serves or fills them until they are deleted. Under
+        CACHE_WRITE_POLICY=strict, True only once a replica has them too (where a failover could promote one)."""
+        confirm = self.settings.cache_write_policy == "strict"
+        return await self._invalidations.tombstone([(key, self._is_list_key(key)) for key in keys], confirm)
 
     def invalidate_around_commit(self, session: AsyncSession, *keys: str) -> None:
         """Invalidate `keys` around `session`'s commit: tombstones before it (so that no reader fills an old
-        row during the commit, and so that a failure after it leaves nothing stale behind), deletion after."""
+        row during the commit, and so that a failure after it leaves nothing stale behind), deletion after.
+        Under CACHE_WRITE_POLICY=strict a tombstone that cannot be placed refuses the commit (CacheWriteRefused)."""
         key_list = list(keys)
-        before_commit(session, lambda: self.tombstone(*key_list))
+        before_commit(session, lambda: self._before_commit(key_list))
         after_commit(session, lambda: self.invalidate(*key_list))
+
+    async def _before_commit(self, keys: list[str]) -> None:
+        if await self.tombstone(*keys):
+            return
+        if self.settings.cache_write_policy == "strict":
+            logger.warning("cache: a write was refused: its tombstones could not be placed (%s)", ", ".join(keys))
+            raise CacheWriteRefused
 
     # -- health -----------------------------------------------------------------------------------------------
 
