@@ -107,6 +107,7 @@ def bench_settings(jwt_secret: str, database_url: str = "sqlite+aiosqlite:///:me
         jwt_secret=SecretStr(jwt_secret),
         access_token_ttl=3 * 3600,
         environment="production",
+        mail_backend="console",  # production refuses to run without a mailer; the benchmark sends no mail
     )
 
 
