@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 from alembic.script import ScriptDirectory
 
 from bench import machine, seed
@@ -65,22 +66,26 @@ def revision_chain(tree: Path) -> list[tuple[str, bytes]]:
     return chain
 
 
-def migration_plan(base: Path, new: Path) -> bool:
-    """Whether the base tree must migrate first. The base's revisions must be a prefix of the new tree's (else the
-    two cannot share a database: refused); when they are and every shared file is byte for byte the same, the new
-    tree's migrations alone make the schema both expect. Any shared revision that differs is a doubt: then the base
-    migrates first and the new tree adds its later revisions."""
+def check_migrations(base: Path, new: Path) -> None:
+    """The base's Alembic revisions must be a prefix of the new tree's (else one database cannot serve both:
+    refused); a shared revision whose file differs between the trees is reported."""
     old, current = revision_chain(base), revision_chain(new)
     old_ids, new_ids = [r for r, _ in old], [r for r, _ in current]
     if new_ids[: len(old_ids)] != old_ids:
         raise SystemExit(f"the base's migrations {old_ids} are not a prefix of the new tree's {new_ids}")
     differing = [r for (r, a), (_, b) in zip(old, current, strict=False) if a != b]
-    extra = new_ids[len(old_ids) :]
     log(
-        f"migrations: base {len(old_ids)}, new {len(new_ids)} (a prefix; new ones: {extra or 'none'}; "
-        f"files that differ: {differing or 'none'})"
+        f"migrations: the base's {len(old_ids)} are a prefix of the new tree's {len(new_ids)} (later ones: "
+        f"{new_ids[len(old_ids) :] or 'none'}; shared files that differ: {differing or 'none'})"
     )
-    return bool(differing)
+
+
+async def vacuum(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
 
 
 # -- other processes' share of the machine --------------------------------------------------------------------------
@@ -167,21 +172,21 @@ class Revisions(Bench):
         )
         super().__init__(profile, args.pg, args.redis, args.database, args.loadgen, explain=False)
         self.base, self.new = base, new
-        self.migrate_base_first = args.migrate_base_first
 
     def setup(self) -> None:
+        """The base tree's migrations, the harness's rows (its seed writes the base's schema), then the new tree's
+        migrations, which carry the rows over as an upgrade in production would; then VACUUM ANALYZE."""
         plan = self.profile.plan
         start = time.perf_counter()
         self.redis.flushdb()
         hashed = seed.hash_password_once(self.secret)
-        rows = seed.contact_rows(plan)
-        doubt = migration_plan(self.base.root, self.new.root)
+        rows = seed.contact_rows(plan, check=False)
+        check_migrations(self.base.root, self.new.root)
         asyncio.run(seed.create_postgres(self.pg_admin, self.database))
-        if doubt or self.migrate_base_first:
-            log("migrating with the base tree first")
-            self.run_cli(self.base, "migrate")
-        asyncio.run(seed.migrate(self.pg_url, self.secret))  # the new tree (this one)
+        self.run_cli(self.base, "migrate")
         asyncio.run(seed.seed_postgres(self.pg_dsn, plan, hashed, rows))
+        asyncio.run(seed.migrate(self.pg_url, self.secret))  # the new tree's `app` is the one imported here
+        asyncio.run(vacuum(self.pg_dsn))
         self.data.contacts = asyncio.run(seed.bench_contacts_postgres(self.pg_dsn, plan.bench_users))
         self.data.tokens = seed.mint_tokens(seed.bench_settings(self.secret), sorted(self.data.contacts))
         self.data.seconds = time.perf_counter() - start
@@ -382,9 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database", default="contacts_bench_revisions", help="created and dropped")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/11", help="its database index is flushed")
-    parser.add_argument(
-        "--migrate-base-first", action="store_true", help="migrate with the base tree before the new one"
-    )
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
 
