@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from app.auth.router import router as auth_router
 from app.contacts import service as contacts_service
+from app.contacts.router import labels_router as contacts_labels_router
 from app.contacts.router import router as contacts_router
 from app.core.cache import Cache, cache
 from app.core.config import Settings, get_settings, with_jwt_secret
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(contacts_router, prefix=API_PREFIX)
+    app.include_router(contacts_labels_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
     app.openapi = document_body_errors(app)  # type: ignore[method-assign]
     media = Path(settings.media_root)

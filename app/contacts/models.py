@@ -39,11 +39,9 @@ def phone_digits(value: str | None) -> str:
     return _NOT_DIGIT.sub("", value or "")
 
 
-def search_text(
-    names: Iterable[str | None], emails: Iterable[str | None] = (), phones: Iterable[str | None] = ()
-) -> str:
+def search_text(*names: str | None, emails: Iterable[str | None] = (), phones: Iterable[str | None] = ()) -> str:
     """What `q` searches, lower-cased: the names (and organisation), every email, and the digits of every phone
-    (so that `5550199` finds `+1 555-0199`). Names come first, in the order given, as the v1 text was."""
+    (so that `5550199` finds `+1 555-0199`). Names come first, in the order given, as v1's "first last email"."""
     digits = dict.fromkeys(d for d in (phone_digits(p) for p in phones) if d)
     return " ".join(part for part in (*names, *emails, *digits) if part).lower()
 

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     avatar_queue: int = Field(default=8, ge=0)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # Phones: national numbers (no leading +) are read in the user's `default_region`, else in this region
+    # (ISO 3166 alpha-2, e.g. "US"); unset: only numbers written with a leading + get their E.164 form.
+    default_phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+
     @field_validator(
         "cors_origins", "trusted_proxies", "metrics_allow", "redis_cluster_nodes", "redis_sentinels", mode="before"
     )
