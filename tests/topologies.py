@@ -306,8 +306,11 @@ class SentinelGroup:
         wait_until(self.healthy, timeout, "a healthy Sentinel group (one master, an online replica, 3 sentinels)", 0.1)
 
     def restart(self, server: RedisProcess) -> None:
-        """Start a killed server again; the sentinels make it a replica of the current master."""
+        """Start a killed server again, as a replica of the current master (as the sentinels would make it; an
+        empty server that came back as a master could even be failed over to)."""
         if not server.alive:
+            master = self.master()
+            server.extra_args = [*REPLICATION_ARGS, "--replicaof", "127.0.0.1", str(master.port)]
             server.start()
 
     def client(self, server: RedisProcess) -> redis.Redis:

@@ -233,10 +233,14 @@ class Cache:
         return await self._invalidations.delete(list(keys))
 
     async def tombstone(self, *keys: str) -> bool:
-        """Put tombstones in the place of `keys`: no process serves or fills them until they are deleted. Under
-        CACHE_WRITE_POLICY=strict, True only once a replica has them too (where a failover could promote one)."""
-        confirm = self.settings.cache_write_policy == "strict"
-        return await self._invalidations.tombstone([(key, self._is_list_key(key)) for key in keys], confirm)
+        """Put tombstones in the place of `keys`: no process serves or fills them until they are deleted. Where a
+        failover could promote a replica, True only once one has them too (a failover would lose them otherwise):
+        within half the write's budget under CACHE_WRITE_POLICY=strict, within CACHE_OP_TIMEOUT otherwise."""
+        settings = self.settings
+        strict = settings.cache_write_policy == "strict"
+        confirm_s = settings.cache_op_timeout_cap / 2 if strict else settings.cache_op_timeout
+        keyed = [(key, self._is_list_key(key)) for key in keys]
+        return await self._invalidations.tombstone(keyed, max(1, int(confirm_s * 1000)))
 
     def invalidate_around_commit(self, session: AsyncSession, *keys: str) -> None:
         """Invalidate `keys` around `session`'s commit: tombstones before it (so that no reader fills an old

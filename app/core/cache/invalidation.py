@@ -56,16 +56,16 @@ class Invalidations:
         self._pending.difference_update(keys)
         return True
 
-    async def tombstone(self, keys: list[tuple[str, bool]], confirm: bool = False) -> bool:
+    async def tombstone(self, keys: list[tuple[str, bool]], confirm_ms: int = 0) -> bool:
         """Put tombstones in the place of `keys` (key, is a hash): until the deletion after the commit, no reader
-        in any process is served these keys or fills them. False if the backend did not answer (or, with
-        `confirm`, no replica confirmed them where a failover could promote one)."""
+        in any process is served these keys or fills them. False if the backend did not answer (or no replica
+        confirmed them within `confirm_ms`, where a failover could promote one)."""
         guard = self._guard
         if not guard.enabled or not keys:
             return True
         ttl_ms = int(guard.settings.cache_tombstone_ttl * 1000)
         try:
-            await guard.call(guard.backend.tombstone(keys, ttl_ms, confirm), patient=True)
+            await guard.call(guard.backend.tombstone(keys, ttl_ms, confirm_ms), patient=True)
         except CacheUnavailable as exc:
             CACHE_INVALIDATIONS.labels("tombstone_failed").inc()
             logger.debug("cache: tombstones not placed: %s", exc)

@@ -3,9 +3,9 @@ pipeline or Lua script; no retries, short socket timeouts.
 
 On a Cluster the keys of one operation share a hash slot (`Cache` tags them with the user's id), so each script runs
 on one node; the slot map is (re)read in the background when redis-py asks for it, so that no operation's short
-timeout cuts it off. A tombstone that must be confirmed (`CACHE_WRITE_POLICY=strict`) is followed by `WAIT 1` on the
-same connection wherever a failover could promote a replica: on the Sentinel's master, and on a Cluster slot that
-has a replica.
+timeout cuts it off. A write's tombstones are followed by `WAIT 1 <ms>` on the same connection wherever a failover
+could promote a replica (on the Sentinel's master, and on a Cluster slot that has a replica): they count only once a
+replica has them.
 """
 
 from __future__ import annotations
@@ -55,8 +55,6 @@ class RedisBackend:
             "health_check_interval": 0,
         }
         self._pool_size = settings.cache_pool_size
-        # A replica has this long to confirm a tombstone: half of what the write may wait in all.
-        self._wait_ms = max(1, int(settings.cache_op_timeout_cap * 500))
         self._sentinel: Sentinel | None = None
         self._pool: BlockingConnectionPool | None = None
         self._node_clients: dict[tuple[str, int], Redis] = {}
@@ -165,57 +163,59 @@ class RedisBackend:
     async def store(self, key: str, value: bytes, ttl: int) -> bool:
         return bool(await self._script(self._store, key, [value, ttl]))
 
-    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int, confirm: bool = False) -> None:
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int, confirm_ms: int = 0) -> None:
         if not self._cluster:
-            await self._tombstone_slot(keys, ttl_ms, confirm)
+            await self._tombstone_slot(keys, ttl_ms, confirm_ms)
             return
         async with self._cluster_call():
             # One script per hash slot (a write's keys share one: `Cache` tags them with the user's id).
             slots: dict[int, list[tuple[str, bool]]] = {}
             for key, is_hash in keys:
                 slots.setdefault(self.client.keyslot(key), []).append((key, is_hash))
-            await asyncio.gather(*(self._tombstone_slot(group, ttl_ms, confirm) for group in slots.values()))
+            await asyncio.gather(*(self._tombstone_slot(group, ttl_ms, confirm_ms) for group in slots.values()))
 
-    async def _tombstone_slot(self, keys: list[tuple[str, bool]], ttl_ms: int, confirm: bool) -> None:
+    async def _tombstone_slot(self, keys: list[tuple[str, bool]], ttl_ms: int, confirm_ms: int) -> None:
         names = [key for key, _ in keys]
         args = [ttl_ms, *("1" if is_hash else "0" for _, is_hash in keys)]
-        if confirm and self.topology.kind == "sentinel":
-            await self._tombstone_and_wait(self.client, names, args)
-        elif confirm and self._cluster and self._has_replica(names[0]):
-            await self._tombstone_on_node(names, args)
+        if confirm_ms and self.topology.kind == "sentinel":
+            await self._tombstone_and_wait(self.client, names, args, confirm_ms)
+        elif confirm_ms and self._cluster and self._has_replica(names[0]):
+            await self._tombstone_on_node(names, args, confirm_ms)
         else:
             await self._tombstone(keys=names, args=args)
 
     def _has_replica(self, key: str) -> bool:
         return len(self.client.nodes_manager.slots_cache.get(self.client.keyslot(key), ())) > 1
 
-    async def _tombstone_on_node(self, names: list[str], args: list[Any]) -> None:
+    async def _tombstone_on_node(self, names: list[str], args: list[Any], confirm_ms: int) -> None:
         """The tombstone and its WAIT on one connection to the slot's master (the cluster client may use two)."""
         node = self.client.get_node_from_key(names[0])
         address, asking = (node.host, node.port), False
         for _ in range(3):
             try:
-                await self._tombstone_and_wait(self._node_client(address), names, args, asking)
+                await self._tombstone_and_wait(self._node_client(address), names, args, confirm_ms, asking)
                 return
             except AskError as redirect:  # MOVED (a subclass) or ASK: the slot moved or is being migrated
                 address, asking = (redirect.host, int(redirect.port)), not isinstance(redirect, MovedError)
         raise RedisConnectionError(f"the slot of {names[0]} kept moving")
 
-    async def _tombstone_and_wait(self, client: Redis, names: list[str], args: list[Any], asking: bool = False) -> None:
+    async def _tombstone_and_wait(
+        self, client: Redis, names: list[str], args: list[Any], confirm_ms: int, asking: bool = False
+    ) -> None:
         """Tombstones, then `WAIT 1` on the same connection: the number of replicas that have them."""
         for _ in range(2):
             async with client.pipeline(transaction=False) as pipe:
                 if asking:
                     pipe.execute_command("ASKING")
                 pipe.evalsha(self._tombstone.sha, len(names), *names, *args)
-                pipe.execute_command("WAIT", 1, self._wait_ms)
+                pipe.execute_command("WAIT", 1, confirm_ms)
                 try:
                     replies = await pipe.execute()
                 except NoScriptError:
                     await client.script_load(lua.TOMBSTONE)
                     continue
             if int(replies[-1]) < 1:
-                raise ReplicaUnconfirmed(f"no replica confirmed the tombstones of {names} within {self._wait_ms} ms")
+                raise ReplicaUnconfirmed(f"no replica confirmed the tombstones of {names} within {confirm_ms} ms")
             return
         raise ReplicaUnconfirmed("the tombstone script could not be loaded")
 
