@@ -11,9 +11,10 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Resp
 
 from app.auth.principal import BearerToken, resolve_principal
 from app.auth.schemas import AuthUser
-from app.contacts import labels, service
+from app.contacts import idempotency, labels, service
 from app.contacts.cursor import MAX_CURSOR_LENGTH
 from app.contacts.entries import GroupLabel
+from app.contacts.idempotency import IdempotencyKeyHeader
 from app.contacts.queries import Sort
 from app.contacts.schemas import (
     ContactCreate,
@@ -168,13 +169,25 @@ async def upcoming_birthdays(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ContactRead, responses=errors(401, 403, 429, 409))
 async def create_contact(
-    body: ContactCreate, user: ContactsUser, session: SessionDep, request: Request, response: Response
-) -> dict[str, object]:
+    body: ContactCreate,
+    user: ContactsUser,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, object] | Response:
     """Add a contact to your address book. No email of it may belong to another of your contacts (ignoring case;
     the trash does not count): 409. `email`/`phone` set the primary entry of `emails`/`phones`; phone numbers get
     their E.164 form (`e164`) when valid, national ones read in your `default_region`. The response's ETag is the
-    contact's."""
-    return _written(response, await service.create_contact(session, user.id, body, fallback_region=_region(request)))
+    contact's. With an `Idempotency-Key`, a retry (same key, same body, within 24 h) answers the first 201 again
+    (`Idempotent-Replayed: true`) and creates nothing more; the same key with another body answers 422."""
+
+    async def create() -> dict[str, object]:
+        return await service.create_contact(session, user.id, body, fallback_region=_region(request))
+
+    if idempotency_key is not None:  # the sync feature's hook (app/contacts/idempotency.py)
+        return await idempotency.create_once(session, user.id, idempotency_key, body, create)
+    return _written(response, await create())
 
 
 @router.get("/{contact_id}", response_model=ContactRead, responses={**errors(401, 403, 429, 404), **_NOT_MODIFIED})

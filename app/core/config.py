@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     # (ISO 3166 alpha-2, e.g. "US"); unset: only numbers written with a leading + get their E.164 form.
     default_phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
 
+    # Sync: the trash keeps deleted contacts this many days; the change feed remembers purged ones this many days
+    # (older change tokens answer 410); the clean-up that enforces both runs every this many seconds (0: never).
+    trash_retention_days: int = Field(default=30, ge=1)
+    sync_history_days: int = Field(default=30, ge=1)
+    sync_cleanup_interval: float = Field(default=3600.0, ge=0)
+
     @field_validator(
         "cors_origins", "trusted_proxies", "metrics_allow", "redis_cluster_nodes", "redis_sentinels", mode="before"
     )
