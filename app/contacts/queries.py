@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.models import Contact, ContactLabel, phone_digits
@@ -74,11 +74,8 @@ def sort_keys(sort: Sort) -> tuple[list[ColumnElement[Any]], bool]:
     if sort == "created":
         return [_COLUMNS.id], False  # creation order is id order, as v1 listed
     if sort.endswith("name"):
-        return [
-            func.lower(func.coalesce(_COLUMNS.last_name, "")),
-            func.lower(_COLUMNS.first_name),
-            _COLUMNS.id,
-        ], descending
+        last = func.lower(func.coalesce(_COLUMNS.last_name, ""), type_=String())
+        return [last, func.lower(_COLUMNS.first_name, type_=String()), _COLUMNS.id], descending
     return [_COLUMNS.updated_at, _COLUMNS.id], descending
 
 
@@ -154,20 +151,26 @@ async def page_by_skip(session: AsyncSession, user_id: int, query: ListQuery, sk
     return Page(contacts, total, key_of(query.sort, row_keys[-1]) if more and row_keys else None)
 
 
-async def page_after(session: AsyncSession, user_id: int, query: ListQuery, after: list[Any], limit: int) -> Page:
-    """The page after the row whose sort key is `after` (keyset: it walks the index from there, however deep)."""
-    where = _where(user_id, query)
+def after_statement(user_id: int, query: ListQuery, after: list[Any], limit: int) -> Select[Any]:
+    """The rows after the one whose sort key is `after`, one more than `limit` (to know whether more follow). A
+    row comparison on the sort key, which the (user_id, key...) index serves as a range: however deep the page, the
+    walk starts at the key."""
     keys, descending = sort_keys(query.sort)
     values = [literal(value, type_=key.type) for key, value in zip(keys, _key_values(query.sort, after), strict=True)]
     if len(keys) == 1:
         beyond = keys[0] < values[0] if descending else keys[0] > values[0]
     else:
         beyond = tuple_(*keys) < tuple_(*values) if descending else tuple_(*keys) > tuple_(*values)
-    statement = _selected([*where, beyond], keys).order_by(*_order(keys, descending)).limit(limit + 1)
-    rows = list((await session.execute(statement)).mappings().all())
-    contacts, row_keys = _split(rows[:limit], len(keys))
+    return _selected([*_where(user_id, query), beyond], keys).order_by(*_order(keys, descending)).limit(limit + 1)
+
+
+async def page_after(session: AsyncSession, user_id: int, query: ListQuery, after: list[Any], limit: int) -> Page:
+    """The page after the row whose sort key is `after` (keyset: its cost does not grow with the depth)."""
+    rows = list((await session.execute(after_statement(user_id, query, after, limit))).mappings().all())
+    size = len(sort_keys(query.sort)[0])
+    contacts, row_keys = _split(rows[:limit], size)
     more = len(rows) > limit
-    total = await _total(session, user_id, query, where)
+    total = await _total(session, user_id, query, _where(user_id, query))
     return Page(contacts, total, key_of(query.sort, row_keys[-1]) if more else None)
 
 
