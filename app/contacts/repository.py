@@ -195,12 +195,16 @@ async def add(
     return contact
 
 
-async def save(session: AsyncSession, contact: Contact, change_seq: int, *, unique_emails: bool = False) -> bool:
-    """Write the changes made to `contact` as a new version at `change_seq`; False (and nothing written) when
-    nothing changed. The caller holds the lock (`take_change_seq`) since before it read the contact."""
+def changes_anything(session: AsyncSession, contact: Contact) -> bool:
+    """Whether the changes made to `contact` change any column (derived ones brought in step first)."""
     derive(contact)
-    if not session.is_modified(contact):
-        return False
+    return session.is_modified(contact)
+
+
+async def save(session: AsyncSession, contact: Contact, change_seq: int, *, unique_emails: bool = False) -> None:
+    """Write the changes made to `contact` as a new version at `change_seq`. The caller holds the lock
+    (`take_change_seq`) since before it read the contact."""
+    derive(contact)
     if unique_emails:
         await check_emails_free(session, contact)
     changed = {name for name in ("emails", "labels") if _changed(contact, name)}
@@ -213,7 +217,6 @@ async def save(session: AsyncSession, contact: Contact, change_seq: int, *, uniq
         _emails_of(contact) if "emails" in changed else None,
         contact.labels if "labels" in changed else None,
     )
-    return True
 
 
 def _changed(contact: Contact, name: str) -> bool:

@@ -267,7 +267,7 @@ async def list_labels(user: ContactsUser, request: Request, if_none_match: IfNon
     return _list_response(raw, if_none_match)
 
 
-@labels_router.patch("/{name}", response_model=LabelCount, responses=errors(401, 403, 429, 404))
+@labels_router.patch("/{name:path}", response_model=LabelCount, responses=errors(401, 403, 429, 404))
 async def rename_label(
     name: LabelName,
     user: ContactsUser,
@@ -279,7 +279,7 @@ async def rename_label(
     return await labels.rename_label(session, user.id, name, body.name)
 
 
-@labels_router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 429, 404))
+@labels_router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 429, 404))
 async def delete_label(name: LabelName, user: ContactsUser, session: SessionDep) -> None:
     """Remove a label from every contact that carries it; the contacts stay. 404 if no contact carries it."""
     await labels.delete_label(session, user.id, name)

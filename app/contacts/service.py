@@ -266,16 +266,18 @@ async def update_contact(
     """PUT replaces every field (unset ones become empty); PATCH changes only the fields sent. A write that changes
     something is a new version; one that changes nothing is not a write. With `if_match`, only the version it
     names is changed (else 412, nothing written)."""
-    change_seq = await repository.take_change_seq(db, user_id)  # first: the lock, then the current row
+    await repository.take_change_seq(db, user_id, count=0)  # first the lock, then the current row
     contact = await _owned_contact(db, contact_id, user_id)
     check_if_match(if_match, contact)
     await _apply(db, contact, data, partial=partial, fallback_region=fallback_region)
+    if not repository.changes_anything(db, contact):
+        return contact_json(contact)  # not a write: no new version, no change number
+    change_seq = await repository.take_change_seq(db, user_id)
     try:
-        changed = await repository.save(db, contact, change_seq, unique_emails=True)
+        await repository.save(db, contact, change_seq, unique_emails=True)
     except repository.ContactEmailTaken as exc:
         raise ContactEmailExists from exc
-    if changed:
-        invalidate_around_commit(db, user_id, contact_id)
+    invalidate_around_commit(db, user_id, contact_id)
     return contact_json(contact)
 
 

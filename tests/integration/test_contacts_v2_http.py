@@ -87,11 +87,14 @@ async def test_every_write_changes_the_etag_and_the_old_one_no_longer_answers_30
     assert (old.status_code, old.json()["etag"]) == (200, etags[-1])
 
 
-async def test_write_that_changes_nothing_keeps_the_etag(client, db, headers, contact):
+async def test_write_that_changes_nothing_keeps_the_etag_and_takes_no_change_number(client, db, headers, contact):
+    head = await db.scalar(select(ContactCount.change_seq))
+
     response = await client.patch(f"{API}/contacts/{contact['id']}", json={"first_name": "Ada"}, headers=headers)
 
     assert response.json()["etag"] == contact["etag"]
     assert (await stored(db, contact["id"]))["version"] == 1
+    assert await db.scalar(select(ContactCount.change_seq)) == head
 
 
 async def test_warm_read_of_a_rich_contact_makes_no_query_and_one_redis_round_trip(client, headers, contact):

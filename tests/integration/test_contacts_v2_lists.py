@@ -262,6 +262,15 @@ async def test_delete_label_removes_it_everywhere_and_keeps_the_contacts(client,
     assert (await client.get(f"{API}/labels", headers=headers)).json() == {"labels": [{"name": "work", "contacts": 4}]}
 
 
+async def test_a_label_with_a_slash_is_renamed_through_its_escaped_path(client, db, owner, headers):
+    contact = await make_contact(db, owner, labels=["clients/2026"])
+
+    response = await client.patch(f"{API}/labels/clients%2F2026", json={"name": "clients/2027"}, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert (await client.get(f"{API}/contacts/{contact.id}", headers=headers)).json()["labels"] == ["clients/2027"]
+
+
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
 async def test_unknown_or_foreign_label_answers_404_and_changes_nothing(client, db, settings, book, headers, method):
     stranger = await make_user(db, settings)
