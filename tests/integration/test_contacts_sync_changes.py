@@ -199,3 +199,13 @@ async def test_next_token_is_opaque_and_stable_for_its_position(settings):
     assert changes_module.decode_token(settings, 5, token) == position
     with pytest.raises(changes_module.InvalidChangeToken):
         changes_module.decode_token(settings, 6, token)
+
+
+async def test_a_signed_token_ahead_of_the_history_answers_410(client, headers, settings, owner):
+    await create(client, headers, "Ada")
+    ahead = changes_module.encode_token(settings, owner.id, changes_module.Position(10_000))
+
+    response = await feed(client, headers, ahead)
+
+    assert response.status_code == 410
+    assert response.json()["error"] == "ChangeTokenExpired"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
 from app.contacts.models import Contact, ContactCount, ContactTombstone
-from app.contacts.trash import clean_up
+from app.contacts.trash import clean_up, run_clean_up_periodically
 from app.core.db import utcnow
 from tests.factories import auth_headers, make_user
 from tests.sync_helpers import API
@@ -181,3 +182,55 @@ async def test_clean_up_purges_contacts_trashed_longer_than_the_retention_once(
     assert tombstones == [old["id"]]
     changes = (await client.get(f"{API}/contacts/changes", params={"since": token}, headers=headers)).json()
     assert [(c["id"], c["op"]) for c in changes["changes"]] == [(old["id"], "delete")]
+
+
+async def test_trash_pages_continue_by_cursor_bound_to_their_user(client, headers, settings, db):
+    made = [await create(client, headers, {"first_name": f"C{n}"}) for n in range(5)]
+    for contact in made:
+        await client.delete(f"{API}/contacts/{contact['id']}", headers=headers)
+
+    seen, cursor = [], None
+    while True:
+        page = await trash_of(client, headers, limit=2, **({"cursor": cursor} if cursor else {}))
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert page["total"] == 5
+
+    assert seen == [contact["id"] for contact in reversed(made)]
+    first = await trash_of(client, headers, limit=2)
+    intruder = await make_user(db, settings)
+    stolen = await client.get(
+        f"{API}/contacts/trash", params={"cursor": first["next_cursor"]}, headers=auth_headers(settings, intruder)
+    )
+    assert_error(stolen, 400, "InvalidCursor")
+    forged = first["next_cursor"][:-3] + ("AAA" if not first["next_cursor"].endswith("AAA") else "BBB")
+    assert_error(
+        await client.get(f"{API}/contacts/trash", params={"cursor": forged}, headers=headers), 400, "InvalidCursor"
+    )
+    assert_error(
+        await client.get(f"{API}/contacts/trash", params={"cursor": "!!"}, headers=headers), 400, "InvalidCursor"
+    )
+
+
+async def test_each_worker_runs_the_clean_up_periodically(client, headers, db, settings, database):
+    old = await create(client, headers, {"first_name": "Old"})
+    await client.delete(f"{API}/contacts/{old['id']}", headers=headers)
+    await _age_trash(db, old["id"], settings.trash_retention_days + 1)
+
+    task = asyncio.create_task(
+        run_clean_up_periodically(database, settings.model_copy(update={"sync_cleanup_interval": 0.05}))
+    )
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if (await trash_of(client, headers))["total"] == 0:
+                break
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert (await trash_of(client, headers))["total"] == 0
+    assert await db.scalar(select(func.count()).select_from(ContactTombstone)) == 1
