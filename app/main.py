@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # The process's one cache (the services import it as `cache`), bound to this app's settings.
         cache.configure(settings)
         app.state.cache = cache
+        # Invalidations that writes recorded in the database (their worker could not reach Redis) are replayed.
+        cache.start_replaying(app.state.db.sessionmaker)
         app.state.rate_limiter = RateLimiter(settings)
         app.state.mailer = Mailer(settings)
         app.state.storage = local_storage(settings)

@@ -190,6 +190,24 @@ class ClusterServers:
     def node_id(self, node: RedisProcess) -> str:
         return str(_client(node.port).execute_command("CLUSTER", "MYID"))
 
+    def migrate_slot(self, slot: int, target: RedisProcess, batch: int = 20) -> int:
+        """Move a hash slot to another master as `redis-cli --cluster reshard` does (CLUSTER SETSLOT IMPORTING and
+        MIGRATING, MIGRATE its keys in batches, SETSLOT NODE everywhere); how many keys moved."""
+        source = self.master_of_slot(slot)
+        if source is target:
+            return 0
+        source_client, target_client = _client(source.port), _client(target.port)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        target_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        while keys := source_client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+            source_client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+        for node in [target, source, *(m for m in self.masters() if m not in (target, source))]:
+            _client(node.port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
+
     def kill(self, node: RedisProcess) -> None:
         node.kill()
 

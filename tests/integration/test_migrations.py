@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import app.auth.models
 import app.contacts.models
+import app.core.cache.durable
 import app.users.models  # noqa: F401 - every table on the metadata
 from app.core.db import Base
 from app.core.migrations import alembic_config, downgrade_to_base, upgrade_to_head
@@ -34,6 +35,7 @@ APP_TABLES = {
     "contact_emails",
     "contact_tombstones",
     "idempotency_keys",
+    "cache_invalidations",
 }
 # Created by the migration only where pg_trgm and btree_gin exist; deliberately not on the ORM metadata.
 POSTGRES_ONLY_INDEXES = {"ix_contacts_search_text_trgm"}

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.breaker import CircuitBreaker
 from app.core.cache.backend import (
@@ -43,6 +43,7 @@ from app.core.cache.backend import (
     LeaseState,
     ListBound,
 )
+from app.core.cache.durable import PendingInvalidation, Replayer, record
 from app.core.cache.engine import Engine, FillHook, Loader
 from app.core.cache.guard import GuardedBackend
 from app.core.cache.invalidation import CacheWriteRefused, Invalidations
@@ -69,6 +70,7 @@ __all__ = [
     "LeaseState",
     "ListBound",
     "MemoryBackend",
+    "PendingInvalidation",
     "RedisBackend",
     "RedisCache",
     "cache",
@@ -91,6 +93,7 @@ class Cache:
         self._invalidations = Invalidations(self._guard)
         self._guard.on_answer = self._invalidations.resume_retries
         self._engine = Engine(self._guard, self._invalidations)
+        self._replayer = Replayer(self._guard)
         self._tagged = False  # keys carry hash tags (Redis Cluster)
         if settings is not None:
             self.configure(settings, backend)
@@ -151,7 +154,19 @@ class Cache:
         """Whether a load of this key is under way in this process (diagnostics)."""
         return self._engine.loading(key, hash_field)
 
+    def start_replaying(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Replay, every CACHE_REPLAY_INTERVAL, the invalidations that writes of any worker recorded in the database
+        (see `durable.py`); the application's lifespan starts it. Only on Redis: the in-process backend dies with
+        its worker, and with it whatever that worker owed it."""
+        if isinstance(self._guard.backend, RedisBackend):
+            self._replayer.start(sessions, self.settings.cache_replay_interval)
+
+    async def replay_recorded(self, sessions: async_sessionmaker[AsyncSession]) -> int:
+        """Replay the recorded invalidations once, now (tests and diagnostics); how many were replayed."""
+        return await self._replayer.replay_once(sessions)
+
     async def close(self) -> None:
+        await self._replayer.close()
         await self._invalidations.close()
         if self._guard.configured:
             with contextlib.suppress(Exception):  # closing a backend that failed may fail too
@@ -247,15 +262,18 @@ class Cache:
         row during the commit, and so that a failure after it leaves nothing stale behind), deletion after.
         Under CACHE_WRITE_POLICY=strict a tombstone that cannot be placed refuses the commit (CacheWriteRefused)."""
         key_list = list(keys)
-        before_commit(session, lambda: self._before_commit(key_list))
+        before_commit(session, lambda: self._before_commit(session, key_list))
         after_commit(session, lambda: self.invalidate(*key_list))
 
-    async def _before_commit(self, keys: list[str]) -> None:
+    async def _before_commit(self, session: AsyncSession, keys: list[str]) -> None:
         if await self.tombstone(*keys):
             return
         if self.settings.cache_write_policy == "strict":
             logger.warning("cache: a write was refused: its tombstones could not be placed (%s)", ", ".join(keys))
             raise CacheWriteRefused
+        if self.settings.cache_replay_interval > 0:
+            # The write goes ahead; its invalidation is kept with it, for any worker to replay (durable.py).
+            record(session, keys)
 
     # -- health -----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""The load and fault machinery of the topology runs: the workload over several hosts, a fault under load with its
+figures, and a way to kill a server's workers (SIGKILL) the way a crash would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.reliability.conftest import ApiServer
+from tests.reliability.workload import (
+    Call,
+    Workload,
+    WorkloadResult,
+    cache_counters,
+    counters_delta,
+    metric_total,
+)
+
+HITS = "contacts_api_cache_requests_total"
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+class HostsWorkload(Workload):
+    """The workload of `workload.py` over several hosts (one database, one Redis): client i talks to host i % n; or,
+    with `writes_to`, every write goes to that host and every read to the others, so that each read checks what
+    another host wrote."""
+
+    def __init__(self, base_urls: list[str], *, writes_to: int | None = None, **options: Any) -> None:
+        super().__init__(base_urls[0], **options)
+        self.base_urls = base_urls
+        self.writes_to = writes_to
+        self.clients_by_host: list[httpx.AsyncClient] = []
+
+    async def __aenter__(self) -> HostsWorkload:
+        for url in self.base_urls:
+            self.base_url = url
+            self.clients_by_host.append(self._client())
+        self.base_url = self.base_urls[0]
+        self.http = self.clients_by_host[0]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for http in self.clients_by_host:
+            await http.aclose()
+
+    async def _request(self, client: Any, kind: str, method: str, url: str, **kwargs: Any) -> tuple[Call, Any]:
+        hosts = self.clients_by_host
+        if self.writes_to is None:
+            self.http = hosts[client.index % len(hosts)]
+        elif method in WRITES:
+            self.http = hosts[self.writes_to]
+        else:
+            readers = [http for index, http in enumerate(hosts) if index != self.writes_to]
+            self.http = readers[client.index % len(readers)]
+        # The base class reads `self.http` before its first await: each request keeps the host chosen here.
+        return await super()._request(client, kind, method, url, **kwargs)
+
+
+def failed(calls: list[Call]) -> list[Call]:
+    """Requests that failed: no answer, or an error status (a 404 for another client's deleted contact is not)."""
+    return [
+        c for c in calls if c.status is None or (c.status >= 400 and not (c.status == 404 and c.kind == "get_other"))
+    ]
+
+
+@dataclass
+class FaultRun:
+    """A workload run with a fault in its middle, and when things happened (monotonic seconds)."""
+
+    result: WorkloadResult
+    marks: dict[str, float] = field(default_factory=dict)
+    counters: str = ""
+
+    def since_fault(self, mark: str) -> float | None:
+        return self.marks[mark] - self.marks["fault"] if mark in self.marks else None
+
+    @property
+    def failed(self) -> list[Call]:
+        return failed(self.result.calls)
+
+    def stale_window(self) -> float:
+        """The longest time for which a read still showed a value older than an acknowledged write."""
+        return max((s.read_started - s.missed_ack for s in self.result.stale if s.missed_ack), default=0.0)
+
+
+Fault = Callable[[dict[str, float]], Awaitable[None]]
+
+
+async def run_fault(
+    workload: Workload,
+    metrics: list[httpx.AsyncClient],
+    fault: Fault,
+    *,
+    warm: float = 1.5,
+    hits_within: float = 15.0,
+    steady: float = 1.0,
+) -> FaultRun:
+    """Warm the cache, run `fault` (which sets marks of its own; "back" when the fault is over), then wait for cache
+    hits to grow again ("hits") and run `steady` seconds more."""
+    marks: dict[str, float] = {}
+
+    async def total_hits() -> float:
+        return sum([await metric_total(http, HITS, result="hit") for http in metrics])
+
+    async def scenario() -> None:
+        await asyncio.sleep(warm)
+        marks["fault"] = time.monotonic()
+        await fault(marks)
+        marks.setdefault("back", time.monotonic())
+        hits = await total_hits()
+        while time.monotonic() - marks["back"] < hits_within:
+            await asyncio.sleep(0.1)
+            if await total_hits() > hits:
+                marks["hits"] = time.monotonic()
+                break
+        await asyncio.sleep(steady)
+
+    before = [await cache_counters(http) for http in metrics]
+    result = await workload.run(until=scenario())
+    after = [await cache_counters(http) for http in metrics]
+    counters = "; ".join(counters_delta(b, a) for b, a in zip(before, after, strict=True))
+    return FaultRun(result, marks, counters)
+
+
+def worker_pids(server: ApiServer) -> list[int]:
+    """The uvicorn workers of a `contacts-api serve` process (its children that run the app)."""
+    assert server.process is not None
+    parent = str(server.process.pid)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_workers(server: ApiServer) -> list[int]:
+    """SIGKILL every worker of `server`, as a crash would (uvicorn's supervisor starts new ones)."""
+    pids = worker_pids(server)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def wait_workers_replaced(server: ApiServer, killed: list[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = worker_pids(server)
+        if len(alive) >= server.workers and not set(alive) & set(killed):
+            try:
+                if all(httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200 for _ in range(4)):
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name}'s workers were not replaced within {timeout} s")
