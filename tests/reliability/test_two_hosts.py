@@ -23,10 +23,16 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.reliability.conftest import API, ApiServer, Deployment, register_account, start_redis
+from tests.reliability.conftest import API, ApiServer, register_account, start_redis
 from tests.reliability.proxy import TcpProxy
 from tests.reliability.secrets_scan import SecretScanner
-from tests.reliability.topology_load import HostsWorkload, kill_workers, run_fault, wait_workers_replaced
+from tests.reliability.topology_load import (
+    HostsWorkload,
+    kill_workers,
+    migrated_database,
+    run_fault,
+    wait_workers_replaced,
+)
 from tests.reliability.workload import percentile
 from tests.servers import RedisProcess
 
@@ -37,12 +43,11 @@ USERS = 6
 REPLAY_INTERVAL = 1.0  # the servers' CACHE_REPLAY_INTERVAL (the default)
 # A stale read under `available` ends once a worker of B replays the invalidation: within 1.5 intervals (each worker
 # waits 0.5 to 1.5 of them), plus a request's time.
-STALE_WINDOW_BOUND = 1.5 * REPLAY_INTERVAL + 1.0
+STALE_WINDOW_BOUND = 1.5 * REPLAY_INTERVAL + 1.5
 
 
-def _slow(config: pytest.Config) -> bool:
-    expression = config.getoption("-m") or ""
-    return "slow" in expression and "not slow" not in expression
+# Each run has a quick version (the default `uv run pytest`) and a long one (`-m slow`).
+LENGTHS = pytest.mark.parametrize("length", ["quick", pytest.param("long", marks=pytest.mark.slow)])
 
 
 @dataclass
@@ -59,22 +64,22 @@ class Hosts:
 
 
 @pytest.fixture(scope="module")
-def hosts(deployment: Deployment) -> Iterator[Hosts]:
-    """Hosts A and B on the suite's database (already migrated; their users are their own) and a Redis of theirs."""
-    database_url = deployment.database_url
-    redis = start_redis()
-    proxy = TcpProxy(redis.port).start()
-    a = ApiServer("host-a", database_url, None, migrate=False, extra_env={"REDIS_URL": proxy.url})
-    b = ApiServer("host-b", database_url, redis, migrate=False)
-    try:
-        a.start()
-        b.start()
-        yield Hosts(database_url, redis, proxy, a, b)
-    finally:
-        a.stop()
-        b.stop()
-        proxy.close()
-        redis.close()
+def hosts(postgres_admin_url: str) -> Iterator[Hosts]:
+    """Hosts A and B on a database and a Redis of theirs."""
+    with migrated_database(postgres_admin_url, "hosts") as database_url:
+        redis = start_redis()
+        proxy = TcpProxy(redis.port).start()
+        a = ApiServer("host-a", database_url, None, migrate=False, extra_env={"REDIS_URL": proxy.url})
+        b = ApiServer("host-b", database_url, redis, migrate=False)
+        try:
+            a.start()
+            b.start()
+            yield Hosts(database_url, redis, proxy, a, b)
+        finally:
+            a.stop()
+            b.stop()
+            proxy.close()
+            redis.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +109,16 @@ async def metrics(hosts: Hosts) -> AsyncIterator[list[httpx.AsyncClient]]:
 # -- mixed load over both hosts, Redis killed -----------------------------------------------------------------------
 
 
+@LENGTHS
 async def test_two_hosts_under_mixed_load_and_redis_faults(
     hosts: Hosts,
     metrics: list[httpx.AsyncClient],
     secret_scanner: SecretScanner,
     figures: Any,
     request: pytest.FixtureRequest,
+    length: str,
 ) -> None:
-    slow = _slow(request.config)
-    outages = [(1.5, "killed")] if not slow else [(5, "killed"), (3, "paused"), (10, "killed")]
+    outages = [(1.5, "killed")] if length == "quick" else [(5, "killed"), (3, "paused"), (10, "killed")]
 
     async def faults(marks: dict[str, float]) -> None:
         for index, (seconds, kind) in enumerate(outages):
@@ -159,16 +165,18 @@ async def test_two_hosts_under_mixed_load_and_redis_faults(
 
 
 @pytest.mark.parametrize("policy", ["available", "strict"])
+@LENGTHS
 async def test_writer_host_cut_off_from_redis_while_another_host_reads(
     hosts: Hosts,
     metrics: list[httpx.AsyncClient],
     secret_scanner: SecretScanner,
     figures: Any,
     request: pytest.FixtureRequest,
+    length: str,
     policy: str,
 ) -> None:
     writer = hosts.a if policy == "available" else request.getfixturevalue("strict_host")
-    cut_seconds = 10.0 if _slow(request.config) else 2.5
+    cut_seconds = 10.0 if length == "long" else 2.5
 
     async def cut(marks: dict[str, float]) -> None:
         hosts.proxy.cut()
@@ -180,9 +188,12 @@ async def test_writer_host_cut_off_from_redis_while_another_host_reads(
 
     urls = [writer.base_url, hosts.b.base_url]
     try:
-        async with HostsWorkload(urls, writes_to=0, clients=CLIENTS, users=USERS, scanner=secret_scanner) as workload:
+        async with (
+            HostsWorkload(urls, writes_to=0, clients=CLIENTS, users=USERS, scanner=secret_scanner) as workload,
+            httpx.AsyncClient(base_url=writer.base_url, timeout=10) as writer_metrics,
+        ):
             await workload.setup()
-            run = await run_fault(workload, metrics, cut)
+            run = await run_fault(workload, [writer_metrics, metrics[1]], cut)
     finally:
         hosts.proxy.restore()
 
@@ -195,8 +206,10 @@ async def test_writer_host_cut_off_from_redis_while_another_host_reads(
         f"writer host cut off from Redis {cut_seconds:g} s, reads on the other host, CACHE_WRITE_POLICY={policy}",
         errors=len(run.failed),
         stale_reads=len(run.result.stale),
-        notes=f"{len(writes)} writes during the cut, {len(refused)} refused (503 CacheWriteRefused); "
-        f"longest stale window {window:.2f} s (replays every {REPLAY_INTERVAL:g} s); cache (A; B): {run.counters}",
+        notes=f"{len(writes)} writes during the cut, {len(refused)} refused (503 CacheWriteRefused, until the "
+        "writer's breaker closed again); "
+        f"longest stale window {window:.2f} s (replays every {REPLAY_INTERVAL:g} s); cache (A; B): {run.counters}"
+        + "".join(f"; failed: {c.kind} {c.status} {c.error or c.body[:80]!r}" for c in other_failures[:3]),
         **run.result.figures(),
     )
     assert other_failures == [], [(c.kind, c.status, c.error, c.body[:200]) for c in other_failures[:10]]

@@ -4,16 +4,23 @@ figures, and a way to kill a server's workers (SIGKILL) the way a crash would.""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
+import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import pool
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.core.migrations import upgrade_to_head
 from tests.reliability.conftest import ApiServer
 from tests.reliability.workload import (
     Call,
@@ -23,15 +30,16 @@ from tests.reliability.workload import (
     counters_delta,
     metric_total,
 )
+from tests.servers import postgres_admin_execute
 
 HITS = "contacts_api_cache_requests_total"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 class HostsWorkload(Workload):
-    """The workload of `workload.py` over several hosts (one database, one Redis): client i talks to host i % n; or,
-    with `writes_to`, every write goes to that host and every read to the others, so that each read checks what
-    another host wrote."""
+    """The workload of `workload.py` over several hosts (one database, one Redis). Each user's clients are spread
+    over the hosts (client i, of user i % users, talks to host (i // users) % n), so that reads on one host check
+    writes made on another; or, with `writes_to`, every write goes to that host and every read to the others."""
 
     def __init__(self, base_urls: list[str], *, writes_to: int | None = None, **options: Any) -> None:
         super().__init__(base_urls[0], **options)
@@ -54,12 +62,12 @@ class HostsWorkload(Workload):
     async def _request(self, client: Any, kind: str, method: str, url: str, **kwargs: Any) -> tuple[Call, Any]:
         hosts = self.clients_by_host
         if self.writes_to is None:
-            self.http = hosts[client.index % len(hosts)]
+            self.http = hosts[(client.index // self.user_count) % len(hosts)]
         elif method in WRITES:
             self.http = hosts[self.writes_to]
         else:
             readers = [http for index, http in enumerate(hosts) if index != self.writes_to]
-            self.http = readers[client.index % len(readers)]
+            self.http = readers[(client.index // self.user_count) % len(readers)]
         # The base class reads `self.http` before its first await: each request keeps the host chosen here.
         return await super()._request(client, kind, method, url, **kwargs)
 
@@ -168,3 +176,46 @@ def wait_workers_replaced(server: ApiServer, killed: list[int], timeout: float =
                 pass
         time.sleep(0.1)
     raise RuntimeError(f"{server.name}'s workers were not replaced within {timeout} s")
+
+
+_TEMPLATES: dict[str, str] = {}
+
+
+def _migrated_template(admin_url: str) -> str:
+    """A database migrated to head, once per session: the runs' databases are copies of it (CREATE DATABASE ...
+    TEMPLATE takes a fraction of a second; migrating takes seconds, tens on a busy machine)."""
+    if admin_url in _TEMPLATES:
+        return _TEMPLATES[admin_url]
+    name = f"contacts_rel_template_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(postgres_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+
+    async def migrate() -> None:
+        url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
+        engine = create_async_engine(url, poolclass=pool.NullPool)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate())
+    _TEMPLATES[admin_url] = name
+    atexit.register(lambda: asyncio.run(postgres_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"')))
+    return name
+
+
+@contextlib.contextmanager
+def migrated_database(admin_url: str, label: str) -> Iterator[str]:
+    """A migrated database of a group of servers' own (their SQLAlchemy URL), dropped on exit. Servers that share a
+    database must share one Redis: each replays the invalidations recorded in the database on its own Redis, so a
+    server on another Redis would take (and waste) the rows of the others."""
+    template = _migrated_template(admin_url)
+    name = f"contacts_rel_{label}_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(postgres_admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    try:
+        yield (
+            make_url(admin_url)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        asyncio.run(postgres_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
