@@ -20,7 +20,7 @@ import pytest
 
 from tests.reliability.conftest import ApiServer
 from tests.reliability.secrets_scan import SecretScanner
-from tests.reliability.topology_load import FaultRun, HostsWorkload, migrated_database, run_fault
+from tests.reliability.topology_load import SMALL_POOL, FaultRun, HostsWorkload, migrated_database, run_fault
 from tests.topologies import ClusterServers, SentinelGroup, wait_until
 
 pytestmark = pytest.mark.postgres_only
@@ -38,7 +38,7 @@ LENGTHS = pytest.mark.parametrize("length", ["quick", pytest.param("long", marks
 def cluster_server(postgres_admin_url: str, redis_cluster: ClusterServers) -> Iterator[ApiServer]:
     """The service on the session's cluster, on a database of its own (one database, one Redis)."""
     redis_cluster.wait_healthy()
-    env = {"REDIS_CLUSTER_NODES": ",".join(redis_cluster.startup_nodes)}
+    env = {**SMALL_POOL, "REDIS_CLUSTER_NODES": ",".join(redis_cluster.startup_nodes)}
     with migrated_database(postgres_admin_url, "cluster") as database_url:
         server = ApiServer("cluster", database_url, None, migrate=False, extra_env=env)
         try:
@@ -51,6 +51,7 @@ def cluster_server(postgres_admin_url: str, redis_cluster: ClusterServers) -> It
 def sentinel_server(postgres_admin_url: str, redis_sentinel: SentinelGroup) -> Iterator[ApiServer]:
     redis_sentinel.wait_healthy()
     env = {
+        **SMALL_POOL,
         "REDIS_SENTINELS": ",".join(redis_sentinel.sentinel_addresses),
         "REDIS_SENTINEL_MASTER": redis_sentinel.service,
     }

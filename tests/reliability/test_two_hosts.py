@@ -27,6 +27,7 @@ from tests.reliability.conftest import API, ApiServer, register_account, start_r
 from tests.reliability.proxy import TcpProxy
 from tests.reliability.secrets_scan import SecretScanner
 from tests.reliability.topology_load import (
+    SMALL_POOL,
     HostsWorkload,
     kill_workers,
     migrated_database,
@@ -69,8 +70,8 @@ def hosts(postgres_admin_url: str) -> Iterator[Hosts]:
     with migrated_database(postgres_admin_url, "hosts") as database_url:
         redis = start_redis()
         proxy = TcpProxy(redis.port).start()
-        a = ApiServer("host-a", database_url, None, migrate=False, extra_env={"REDIS_URL": proxy.url})
-        b = ApiServer("host-b", database_url, redis, migrate=False)
+        a = ApiServer("host-a", database_url, None, migrate=False, extra_env={**SMALL_POOL, "REDIS_URL": proxy.url})
+        b = ApiServer("host-b", database_url, redis, migrate=False, extra_env=SMALL_POOL)
         try:
             a.start()
             b.start()
@@ -82,7 +83,7 @@ def hosts(postgres_admin_url: str) -> Iterator[Hosts]:
             redis.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def strict_host(hosts: Hosts) -> Iterator[ApiServer]:
     """Host A' : A's view of Redis (through the proxy) with CACHE_WRITE_POLICY=strict."""
     server = ApiServer(
@@ -90,7 +91,7 @@ def strict_host(hosts: Hosts) -> Iterator[ApiServer]:
         hosts.database_url,
         None,
         migrate=False,
-        extra_env={"REDIS_URL": hosts.proxy.url, "CACHE_WRITE_POLICY": "strict"},
+        extra_env={**SMALL_POOL, "REDIS_URL": hosts.proxy.url, "CACHE_WRITE_POLICY": "strict"},
     )
     try:
         yield server.start()
@@ -124,6 +125,7 @@ async def test_two_hosts_under_mixed_load_and_redis_faults(
         for index, (seconds, kind) in enumerate(outages):
             if index:
                 await asyncio.sleep(4)
+            marks[f"{kind} #{index + 1}"] = time.monotonic()
             if kind == "killed":
                 hosts.redis.kill()
                 await asyncio.sleep(seconds)
@@ -157,7 +159,15 @@ async def test_two_hosts_under_mixed_load_and_redis_faults(
         **run.result.figures(),
     )
     assert run.failed == [], [(c.kind, c.status, c.error, c.body[:200]) for c in run.failed[:10]]
-    assert run.result.stale == [], [(s.kind, s.contact, s.detail) for s in run.result.stale[:10]]
+    t0 = run.marks["fault"]
+    timeline = {name: round(at - t0, 2) for name, at in run.marks.items()}
+    assert run.result.stale == [], (
+        [
+            (s.kind, s.contact, s.detail, round(s.missed_ack - t0, 2), round(s.read_started - t0, 2))
+            for s in run.result.stale[:10]
+        ],
+        timeline,
+    )
     assert recovered is not None
 
 
