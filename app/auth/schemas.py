@@ -16,9 +16,8 @@ class Role(enum.StrEnum):
     admin = "admin"
 
 
-class AuthUser(BaseModel):
-    """The principal: who is calling, as checks need it, and as it is cached under `user:{id}` (every field
-    non-secret: never a password hash or a token)."""
+class AccountView(BaseModel):
+    """An account as anyone may see it: never the password hash or a token."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -29,6 +28,12 @@ class AuthUser(BaseModel):
     is_verified: bool
     avatar_url: str | None
     created_at: datetime
+
+
+class AuthUser(AccountView):
+    """The principal: who is calling, as checks need it, and as it is cached under `user:{id}` (every field
+    non-secret)."""
+
     token_version: int
 
 

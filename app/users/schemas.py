@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
+from pydantic import BaseModel, StrictBool, StringConstraints
 
-from app.auth.schemas import Role, TokenString
+from app.auth.schemas import AccountView, Role, TokenString
 from app.core.schemas import MAX_PASSWORD_BYTES, Email, Password, StrictModel
 
 
@@ -16,18 +15,8 @@ class UserCreate(StrictModel):
     password: Password
 
 
-class UserRead(BaseModel):
-    """A user as the API shows it: never the password hash."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    email: str
-    role: Role
-    is_active: bool
-    is_verified: bool
-    avatar_url: str | None
-    created_at: datetime
+class UserRead(AccountView):
+    """A user as the API shows it (the fields of auth's AccountView): never the password hash."""
 
 
 class AdminUserUpdate(StrictModel):
