@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +18,13 @@ from sqlalchemy import text
 
 from app.auth.router import router as auth_router
 from app.contacts import service as contacts_service
+from app.contacts.batch import BatchOperationFailed
+from app.contacts.router import labels_router as contacts_labels_router
 from app.contacts.router import router as contacts_router
+from app.contacts.sync_router import batch_failure_response
+from app.contacts.sync_router import batch_router as contacts_batch_router
+from app.contacts.sync_router import router as contacts_sync_router
+from app.contacts.trash import run_clean_up_periodically
 from app.core.cache import Cache, cache
 from app.core.config import Settings, get_settings, with_jwt_secret
 from app.core.db import Database
@@ -60,6 +67,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # The process's one cache (the services import it as `cache`), bound to this app's settings.
         cache.configure(settings)
         app.state.cache = cache
+        # Invalidations that writes recorded in the database (their worker could not reach Redis) are replayed.
+        cache.start_replaying(app.state.db.sessionmaker)
         app.state.rate_limiter = RateLimiter(settings)
         app.state.mailer = Mailer(settings)
         app.state.storage = local_storage(settings)
@@ -67,9 +76,19 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # performance-facts: this cuts p99 pauses from ~85 ms to a few ms).
         gc.collect()
         gc.freeze()
+        # Purges the expired trash, forgets old sync history and idempotency keys (bounded work per pass).
+        cleanup = (
+            asyncio.create_task(run_clean_up_periodically(app.state.db, settings))
+            if settings.sync_cleanup_interval > 0
+            else None
+        )
         try:
             yield
         finally:
+            if cleanup is not None:
+                cleanup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cleanup
             await app.state.mailer.drain()
             await cache.close()
             if owns_database:
@@ -87,6 +106,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.accounts = users_service.accounts
     user_deleting.subscribe(contacts_service.forget_contacts_of_user)
     install_error_handlers(app)
+    app.add_exception_handler(BatchOperationFailed, batch_failure_response)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -97,7 +117,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(account_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    # Before the contact routes: `/contacts/{contact_id}` would take `trash`, `changes` and `batch` for ids.
+    app.include_router(contacts_sync_router, prefix=API_PREFIX)
+    app.include_router(contacts_batch_router, prefix=API_PREFIX)
     app.include_router(contacts_router, prefix=API_PREFIX)
+    app.include_router(contacts_labels_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
     app.openapi = document_body_errors(app)  # type: ignore[method-assign]
     media = Path(settings.media_root)

@@ -26,12 +26,13 @@ def load_average() -> str:
         return "n/a"
 
 
-def describe(extra: dict[str, str]) -> list[str]:
+def describe(extra: dict[str, str], load_at_start: str | None = None) -> list[str]:
+    """The machine and `extra` facts; `load_at_start` when the lines are written after the run began."""
     lines = [
         f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"machine: nproc={os.cpu_count()}, CPU {cpu_model()}, {platform.system()} {platform.release()}, "
         f"Python {sys.version.split()[0]}",
     ]
     lines += [f"{key}: {value}" for key, value in extra.items()]
-    lines.append(f"load average at start (1/5/15 min): {load_average()}")
+    lines.append(f"load average at start (1/5/15 min): {load_at_start or load_average()}")
     return lines

@@ -107,6 +107,7 @@ def bench_settings(jwt_secret: str, database_url: str = "sqlite+aiosqlite:///:me
         jwt_secret=SecretStr(jwt_secret),
         access_token_ttl=3 * 3600,
         environment="production",
+        mail_backend="console",  # production refuses to run without a mailer; the benchmark sends no mail
     )
 
 
@@ -160,11 +161,12 @@ CONTACT_COLUMNS = (
 )
 
 
-def contact_rows(plan: DataPlan) -> list[tuple[Any, ...]]:
+def contact_rows(plan: DataPlan, check: bool = True) -> list[tuple[Any, ...]]:
     """Every contact of the plan, in CONTACT_COLUMNS order, shuffled (deterministically) across users.
 
     Names, phone and birthday derive from a hash of (user, n); a third of the contacts have no birthday.
-    `search_text` and `birthday_key` are what app/contacts/models.py computes (checked on a sample below)."""
+    `search_text` and `birthday_key` are what app/contacts/models.py computes (checked on a sample below, unless
+    `check` is off: rows loaded into an older revision's schema, which a later migration converts)."""
     nf, nl = len(FIRST_NAMES), len(LAST_NAMES)
     first_lower = [name.lower() for name in FIRST_NAMES]
     last_lower = [name.lower() for name in LAST_NAMES]
@@ -197,7 +199,7 @@ def contact_rows(plan: DataPlan) -> list[tuple[Any, ...]]:
                         f"{first_lower[fi]} {last_lower[li]} {email}",
                     )
                 )
-    for row in rows[:: max(1, len(rows) // 1000)]:
+    for row in rows[:: max(1, len(rows) // 1000)] if check else ():
         assert row[7] == search_text(row[1], row[2], row[3]), row
         assert row[6] == birthday_key(row[5]), row
     random.Random(20261127).shuffle(rows)

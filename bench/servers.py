@@ -28,11 +28,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def clean_environment() -> dict[str, str]:
-    """The caller's environment minus every setting the app reads, so nothing ambient leaks into a server."""
+def clean_environment(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The caller's environment minus every setting the app reads, so nothing ambient leaks into a server; `root`
+    (the tree whose `app` package runs: this project, or a git worktree of another revision) first on PYTHONPATH."""
     names = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
     env = {key: value for key, value in os.environ.items() if key.upper() not in names}
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
@@ -122,10 +123,18 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def ours(name: str, workdir: Path, workers: int, settings_env: dict[str, str], port: int | None = None) -> Server:
-    """`contacts-api serve` (the console script's own entry point), migrations already applied."""
+def ours(
+    name: str,
+    workdir: Path,
+    workers: int,
+    settings_env: dict[str, str],
+    port: int | None = None,
+    root: Path = PROJECT_ROOT,
+) -> Server:
+    """`contacts-api serve` (the console script's own entry point), migrations already applied; the code of the tree
+    at `root` (see `clean_environment`)."""
     port = port or free_port()
-    env = clean_environment() | settings_env | {"MEDIA_ROOT": str(workdir / "media")}
+    env = clean_environment(root) | settings_env | {"MEDIA_ROOT": str(workdir / "media")}
     argv = [
         sys.executable,
         "-c",

@@ -29,9 +29,10 @@ from app.core.migrations import upgrade_to_head
 from app.core.rate_limit import RateLimiter
 from app.main import create_app
 from tests.servers import EmbeddedPostgres, RedisProcess, embedded_only, free_port, port_open, throwaway_database
+from tests.topologies import redis_cluster, redis_sentinel  # noqa: F401 - session fixtures: a Cluster, a Sentinel group
 
 TEST_REDIS_DB = 13
-TABLES = ("refresh_tokens", "contacts", "users")
+TABLES = ("refresh_tokens", "contacts", "users", "cache_invalidations")
 MakeCache = Callable[..., Cache]
 
 
@@ -144,6 +145,9 @@ def make_settings(**overrides: Any) -> Settings:
         "argon2_memory_cost": 1024,
         "argon2_parallelism": 1,
         "cache_op_timeout": 0.2,
+        # No background replays of recorded invalidations (their queries would count in query-counting tests);
+        # the tests of durable invalidations ask for them.
+        "cache_replay_interval": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -74,10 +74,20 @@ class RedisProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     directory: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="contacts-redis-"))
+    # More arguments for redis-server (cluster mode, replication): kept for restarts on the same port.
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def start(self) -> RedisProcess:
         self.process = subprocess.Popen(
@@ -97,6 +107,7 @@ class RedisProcess:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,15 +1,42 @@
-"""What the contacts feature speaks: the create, update and read shapes of a contact, with their checks."""
+"""What the contacts feature speaks: the create, replace, update and read shapes of a contact, with their checks;
+the page of a list; labels."""
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
-from app.core.schemas import Email, StrictModel, storable
+from app.contacts.entries import (
+    AddressEntry,
+    Addresses,
+    AddressRead,
+    EmailEntry,
+    EmailRead,
+    Emails,
+    GroupLabel,
+    Labels,
+    Phone,
+    PhoneEntry,
+    PhoneRead,
+    Phones,
+    UrlRead,
+    Urls,
+)
+from app.core.schemas import MAX_PAGE_SIZE, Email, StrictModel, storable
 
 
 def _strip(value: str) -> str:
@@ -29,16 +56,10 @@ FirstName = Annotated[
     AfterValidator(_strip),
 ]
 LastName = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable), AfterValidator(_strip)]
-# Digits with the usual separators, optionally "+" and "(" first, ending with a digit or ")", an optional extension;
-# spaces or tabs around it are allowed and removed.
-Phone = Annotated[
-    str,
-    StringConstraints(
-        min_length=3,
-        max_length=50,
-        pattern=r"^[ \t]*\+?\(?[0-9][0-9 ()./\-]*[0-9)](?: ?(?:x|ext\.?) ?[0-9]+)?[ \t]*$",
-    ),
-    AfterValidator(_strip),
+Affix = Annotated[str, StringConstraints(max_length=50), AfterValidator(storable), AfterValidator(_strip)]
+Title = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable), AfterValidator(_strip)]
+Uid = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"), AfterValidator(storable)
 ]
 Notes = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)]
 SearchQuery = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable), AfterValidator(_strip)]
@@ -60,51 +81,224 @@ def _iso_date_only(value: object) -> object:
     raise ValueError("must be a date written YYYY-MM-DD")
 
 
+def _not_too_early(value: date) -> date:
+    if value < EARLIEST_BIRTHDAY:
+        raise ValueError(f"must be {EARLIEST_BIRTHDAY.isoformat()} or later")
+    return value
+
+
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 Birthday = Annotated[date, BeforeValidator(_iso_date_only), AfterValidator(_past_birthday)]
+Anniversary = Annotated[date, BeforeValidator(_iso_date_only), AfterValidator(_not_too_early)]
 
 
-class ContactCreate(StrictModel):
-    """A new contact (also the full replacement body of PUT)."""
+class _ContactFields(StrictModel):
+    """Every field a client writes. `email` and `phone` are the primary entries of `emails` and `phones` (v1
+    clients keep using them); sent together with the list, they must agree with its primary entry."""
 
     first_name: FirstName
+    middle_name: LastName | None = None
     last_name: LastName | None = None
+    prefix: Affix | None = None
+    suffix: Affix | None = None
+    nickname: LastName | None = None
+    organization: Title | None = None
+    job_title: Title | None = None
     email: Email | None = None
     phone: Phone | None = None
+    emails: Emails = Field(default_factory=list)
+    phones: Phones = Field(default_factory=list)
+    addresses: Addresses = Field(default_factory=list)
+    urls: Urls = Field(default_factory=list)
+    labels: Labels = Field(default_factory=list)
+    favorite: StrictBool = False
     birthday: Birthday | None = None
+    anniversary: Anniversary | None = None
     notes: Notes | None = None
+
+    @model_validator(mode="after")
+    def _primary_agrees(self) -> _ContactFields:
+        check_primary_agrees(self)
+        return self
+
+
+def check_primary_agrees(body: BaseModel) -> None:
+    sent = body.model_fields_set
+    for single, plural in (("email", "emails"), ("phone", "phones")):
+        if single in sent and plural in sent:
+            value, entries = getattr(body, single), getattr(body, plural)
+            primary = next((entry.value for entry in entries if entry.primary), None)
+            if (value or "").lower() != (primary or "").lower():
+                raise ValueError(f"{single} must be the value of the primary entry of {plural}, or be left out")
+
+
+class ContactReplace(_ContactFields):
+    """The full replacement body of PUT: every field the API exposes is replaced, and one left out becomes empty
+    (a v1 body with only `email`/`phone` leaves exactly those as the only entries). `uid` is not changed by PUT."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "organization": "Analytical Engines Ltd",
+                    "emails": [
+                        {"value": "ada@example.com", "label": "work", "primary": True},
+                        {"value": "ada@home.example", "label": "home"},
+                    ],
+                    "phones": [{"value": "+44 20 7946 0958", "label": "mobile"}],
+                    "labels": ["family"],
+                    "favorite": True,
+                    "birthday": "1815-12-10",
+                }
+            ]
+        }
+    )
+
+
+class ContactCreate(ContactReplace):
+    """A new contact. `uid` is the contact's stable identity (vCard and CardDAV use it): a UUID is made when none
+    is sent; it must be unique within your address book."""
+
+    uid: Uid | None = None
 
 
 class ContactUpdate(StrictModel):
-    """A partial update: only the fields sent change. first_name may be changed but not cleared."""
+    """A partial update: only the fields sent change. `email`/`phone` alone change the primary entry (null removes
+    it); a list replaces the whole list. first_name and the lists may be changed but not set to null."""
 
-    # Optional but never null: the schema says string only; an explicit null is refused by the validator below.
+    # Optional but never null: the schema says string (or list, or boolean) only; an explicit null is refused below.
     first_name: FirstName | SkipJsonSchema[None] = None
+    middle_name: LastName | None = None
     last_name: LastName | None = None
+    prefix: Affix | None = None
+    suffix: Affix | None = None
+    nickname: LastName | None = None
+    organization: Title | None = None
+    job_title: Title | None = None
     email: Email | None = None
     phone: Phone | None = None
+    emails: Emails | SkipJsonSchema[None] = None
+    phones: Phones | SkipJsonSchema[None] = None
+    addresses: Addresses | SkipJsonSchema[None] = None
+    urls: Urls | SkipJsonSchema[None] = None
+    labels: Labels | SkipJsonSchema[None] = None
+    favorite: StrictBool | SkipJsonSchema[None] = None
     birthday: Birthday | None = None
+    anniversary: Anniversary | None = None
     notes: Notes | None = None
 
-    @field_validator("first_name")
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ada@example.com"}, {"labels": ["work"]}]})
+
+    @field_validator("first_name", "emails", "phones", "addresses", "urls", "labels", "favorite")
     @classmethod
-    def _first_name_not_null(cls, value: str | None) -> str:
-        # Runs only when first_name is sent (defaults are not validated): absent is fine, null is not.
+    def _not_null(cls, value: object) -> object:
+        # Runs only when the field is sent (defaults are not validated): absent is fine, null is not.
         if value is None:
-            raise ValueError("first_name cannot be null")
+            raise ValueError("cannot be null")
         return value
+
+    @model_validator(mode="after")
+    def _primary_agrees(self) -> ContactUpdate:
+        check_primary_agrees(self)
+        return self
+
+
+def etag_of(contact_id: int, version: int) -> str:
+    """The contact's strong ETag: changes with every write of the contact."""
+    return f'"{contact_id}-{version}"'
 
 
 class ContactRead(BaseModel):
+    """A contact as the API shows it. `email`/`phone` are the primary entries' values; `etag` changes with every
+    write (send it back in `If-Match` to update only the version you read)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     user_id: int
+    uid: str
     first_name: str
+    middle_name: str | None
     last_name: str | None
+    prefix: str | None
+    suffix: str | None
+    nickname: str | None
+    organization: str | None
+    job_title: str | None
     email: str | None
     phone: str | None
+    emails: list[EmailRead]
+    phones: list[PhoneRead]
+    addresses: list[AddressRead]
+    urls: list[UrlRead]
+    labels: list[str]
+    favorite: bool
     birthday: date | None
+    anniversary: date | None
     notes: str | None
+    etag: str
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_etag(cls, data: Any) -> Any:
+        """A row (or model) carries `version`; the API shows the ETag made of it."""
+        if isinstance(data, dict):
+            if "etag" in data or "version" not in data:
+                return data
+            return {**data, "etag": etag_of(data["id"], data["version"])}
+        if hasattr(data, "version"):
+            values = {name: getattr(data, name) for name in cls.model_fields if name != "etag"}
+            return values | {"etag": etag_of(data.id, data.version)}
+        return data
+
+
+def contact_json(row: Any) -> dict[str, Any]:
+    """A contact (a row, or a model) as the API shows it, as JSON-able data."""
+    return ContactRead.model_validate(row).model_dump(mode="json")
+
+
+class ContactPage(BaseModel):
+    """A page of contacts: `total` matching contacts, the page's `skip` and `limit`, and `next_cursor`, which
+    continues the list after this page in the same order (null on the last page)."""
+
+    items: list[ContactRead]
+    total: int = Field(ge=0)
+    skip: int = Field(ge=0)
+    limit: int = Field(ge=1, le=MAX_PAGE_SIZE)
+    next_cursor: str | None = None
+
+
+class LabelCount(BaseModel):
+    name: str
+    contacts: int = Field(description="How many of your contacts (trash excluded) carry the label")
+
+
+class LabelList(BaseModel):
+    labels: list[LabelCount]
+
+
+class LabelRename(StrictModel):
+    name: GroupLabel
+
+
+__all__ = [
+    "AddressEntry",
+    "ContactCreate",
+    "ContactPage",
+    "ContactRead",
+    "ContactReplace",
+    "ContactUpdate",
+    "EmailEntry",
+    "GroupLabel",
+    "LabelCount",
+    "LabelList",
+    "LabelRename",
+    "PhoneEntry",
+    "SearchQuery",
+    "contact_json",
+    "etag_of",
+]

@@ -1,19 +1,49 @@
-"""Contacts: reads through the cache, writes that invalidate it around their commit."""
+"""Contacts: single reads through the cache, and the writes (create, replace, update, move to the trash), each a
+new version under the user's change-sequence lock, invalidating the cache around its commit. Lists are in
+`listing.py`, labels in `labels.py`."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts import repository
-from app.contacts.models import Contact, birthday_key
-from app.contacts.schemas import ContactCreate, ContactRead, ContactUpdate
+from app.contacts.entries import Entry, needs_region, same_email, same_phone, stored_phones, with_primary
+from app.contacts.listing import (
+    CACHED_SKIP_LIMIT,
+    birthday_window,
+    get_birthdays_json,
+    get_contacts_json,
+    get_contacts_with_cache,
+)
+from app.contacts.models import Contact
+from app.contacts.schemas import ContactCreate, ContactRead, ContactReplace, ContactUpdate, contact_json, etag_of
 from app.core.cache import Kind, cache, dumps
-from app.core.errors import Conflict, NotFound
+from app.core.errors import AppError, Conflict, NotFound
+
+# The lists live in listing.py; the spec's service names are kept here.
+__all__ = [
+    "CACHED_SKIP_LIMIT",
+    "ContactEmailExists",
+    "ContactNotFound",
+    "ContactUidExists",
+    "PreconditionFailed",
+    "birthday_window",
+    "contact_json",
+    "create_contact",
+    "delete_contact",
+    "get_birthdays_json",
+    "get_contact_entity",
+    "get_contact_json",
+    "get_contact_with_cache",
+    "get_contacts_json",
+    "get_contacts_with_cache",
+    "update_contact",
+]
 
 
 class ContactNotFound(NotFound):
@@ -28,36 +58,64 @@ class ContactEmailExists(Conflict):
     code = "ContactEmailExists"
 
 
+class ContactUidExists(Conflict):
+    """Another of your contacts (perhaps in the trash) already has this uid."""
+
+    code = "ContactUidExists"
+
+
+class PreconditionFailed(AppError):
+    """The contact has changed since the version named in If-Match; read it again (its ETag is in the response)."""
+
+    code = "PreconditionFailed"
+    status_code = 412
+
+    def __init__(self, current_etag: str) -> None:
+        super().__init__()
+        self.headers = {"ETag": current_etag}
+
+
 class _CachedContact(ContactRead):
     """A cached value is served only if it is exactly a contact: every field, of its type, and nothing else."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-def contact_json(row: Any) -> dict[str, Any]:
-    return ContactRead.model_validate(row).model_dump(mode="json")
+# -- conditional requests ---------------------------------------------------------------------------------------
 
 
-def _page_json(rows: list[dict[str, Any]], total: int, skip: int, limit: int) -> dict[str, Any]:
-    return {"items": [contact_json(row) for row in rows], "total": total, "skip": skip, "limit": limit}
+def _tags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
 
 
-# -- reads ----------------------------------------------------------------------------------------------------
+def etag_matches(header: str | None, etag: str, *, weak: bool) -> bool:
+    """Whether an If-Match (strong comparison: a weak tag never matches) or If-None-Match (`weak`: W/ ignored)
+    header names `etag`; `*` names any current version."""
+    if header is None:
+        return False
+    for tag in _tags(header):
+        if tag == "*" or tag == etag:
+            return True
+        if weak and tag.startswith("W/") and tag[2:] == etag:
+            return True
+    return False
 
-# A user's cached pages share a bounded hash (CACHE_LIST_MAX_FIELDS, CACHE_LIST_MAX_BYTES): only pages within the
-# first CACHED_SKIP_LIMIT rows and the first page of a search take a place in it. Deeper pages and further pages of
-# a search are rarely read twice; they come from the database every time.
-CACHED_SKIP_LIMIT = 500
+
+def check_if_match(if_match: str | None, contact: Contact) -> None:
+    """Nothing to check without If-Match (the last write wins); else it must name the current version."""
+    current = etag_of(contact.id, contact.version)
+    if if_match is not None and not etag_matches(if_match, current, weak=False):
+        raise PreconditionFailed(current)
 
 
-def _worth_caching(skip: int, q: str | None = None) -> bool:
-    return skip == 0 if q else skip < CACHED_SKIP_LIMIT
+# -- reads ------------------------------------------------------------------------------------------------------
 
 
-async def get_contact_json(
+async def get_contact_entity(
     db: AsyncSession, contact_id: int, user_id: int, *, prefetched: bytes | None = None
-) -> bytes | None:
-    """The contact's JSON, read through `contact:{id}:user:{user_id}`; None if the user has no such contact."""
+) -> tuple[bytes, str] | None:
+    """The contact's JSON and ETag, read through `contact:{id}:user:{user_id}`; None if the user has no such live
+    contact."""
 
     async def load() -> dict[str, Any] | None:
         row = await repository.get_row(db, contact_id, user_id)
@@ -79,9 +137,17 @@ async def get_contact_json(
     except ValueError:
         contact = None
     if contact is not None and contact.id == contact_id and contact.user_id == user_id:
-        return raw
+        return raw, contact.etag
     loaded = await load()
-    return dumps(loaded) if loaded else None
+    return (dumps(loaded), str(loaded["etag"])) if loaded else None
+
+
+async def get_contact_json(
+    db: AsyncSession, contact_id: int, user_id: int, *, prefetched: bytes | None = None
+) -> bytes | None:
+    """The contact's JSON (see `get_contact_entity`)."""
+    found = await get_contact_entity(db, contact_id, user_id, prefetched=prefetched)
+    return found[0] if found else None
 
 
 async def get_contact_with_cache(db: AsyncSession, contact_id: int, user_id: int) -> dict[str, Any] | None:
@@ -89,81 +155,94 @@ async def get_contact_with_cache(db: AsyncSession, contact_id: int, user_id: int
     return json.loads(raw) if raw is not None else None
 
 
-async def get_contacts_json(db: AsyncSession, user_id: int, skip: int, limit: int, q: str | None = None) -> bytes:
-    """A page of the user's contacts (or of a search), cached as one field of the `contacts:{user_id}` hash."""
-    q = (q or "").strip().lower() or None
+# -- writes -----------------------------------------------------------------------------------------------------
 
-    async def load() -> dict[str, Any]:
-        rows, total = await repository.list_page(db, user_id, skip, limit, q)
-        return _page_json(rows, total, skip, limit)
+# What a write sets as sent (PATCH) or replaces (PUT); emails and phones are resolved with v1's email and phone.
+_PLAIN_FIELDS = (
+    "first_name",
+    "middle_name",
+    "last_name",
+    "prefix",
+    "suffix",
+    "nickname",
+    "organization",
+    "job_title",
+    "labels",
+    "favorite",
+    "birthday",
+    "anniversary",
+    "notes",
+)
 
-    if not _worth_caching(skip, q):
-        return dumps(await load())
-    field = f"list:{skip}:{limit}:{q or ''}"
-    raw = await cache.read_through(
-        Kind.contacts_list, cache.contacts_key(user_id), load, cache.settings.cache_contacts_list_ttl, hash_field=field
-    )
-    return raw or b"{}"
+
+def invalidate_around_commit(db: AsyncSession, user_id: int, *contact_ids: int) -> None:
+    """Tombstone the contacts' keys and the user's lists (pages, searches, labels, the change feed's head: every
+    field of `contacts:{user_id}`) before the commit; delete them after it."""
+    keys = [cache.contact_key(contact_id, user_id) for contact_id in contact_ids]
+    cache.invalidate_around_commit(db, *keys, cache.contacts_key(user_id))
 
 
-async def get_contacts_with_cache(
-    db: AsyncSession, user_id: int, skip: int = 0, limit: int = 20, q: str | None = None
+def _entries(
+    current: list[Entry],
+    data: BaseModel,
+    single: str,
+    plural: str,
+    partial: bool,
+    same: Callable[[str, str], bool],
+) -> list[Entry]:
+    """A list after a write: the list sent; else v1's single value sent (PATCH: it becomes the primary entry's
+    value; PUT: the only entry); else unchanged (PATCH) or empty (PUT)."""
+    sent = data.model_fields_set
+    if plural in sent:
+        return [entry.model_dump() for entry in getattr(data, plural)]
+    if single in sent:
+        value = getattr(data, single)
+        if partial:
+            return with_primary(current, value, same)
+        return [{"value": value, "label": None, "primary": True}] if value else []
+    return current if partial else []
+
+
+async def _apply(
+    db: AsyncSession,
+    contact: Contact,
+    data: ContactReplace | ContactUpdate,
+    *,
+    partial: bool,
+    fallback_region: str | None,
+) -> None:
+    """Set the contact's fields from a body. `vcard_extra` and `uid` are never changed by a REST write."""
+    sent = data.model_fields_set
+    for name in _PLAIN_FIELDS:
+        if not partial or name in sent:
+            setattr(contact, name, getattr(data, name))
+    for name in ("addresses", "urls"):
+        if not partial or name in sent:
+            setattr(contact, name, [entry.model_dump() for entry in getattr(data, name)])
+    previous_phones = list(contact.phones or [])
+    contact.emails = _entries(list(contact.emails or []), data, "email", "emails", partial, same_email)
+    phones = _entries(previous_phones, data, "phone", "phones", partial, same_phone)
+    region = None
+    if needs_region(phones, previous_phones):
+        region = await repository.phone_region(db, contact.user_id) or fallback_region
+    contact.phones = stored_phones(phones, previous_phones, region)
+
+
+async def create_contact(
+    db: AsyncSession, user_id: int, data: ContactCreate, *, fallback_region: str | None = None
 ) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(await get_contacts_json(db, user_id, skip, limit, q))
-    return result
-
-
-def birthday_window(today: date, days: int) -> tuple[list[tuple[int, int]], list[int]]:
-    """Birthday-key ranges covering today..today+days, and Feb 29 when the window holds the Feb 28 of a
-    common year (where Feb 29 birthdays are celebrated)."""
-    end = today + timedelta(days=days)
-    if end.year == today.year:
-        ranges = [(birthday_key(today) or 0, birthday_key(end) or 0)]
-    else:
-        ranges = [(birthday_key(today) or 0, 1231), (101, birthday_key(end) or 0)]
-    extra: list[int] = []
-    for year in range(today.year, end.year + 1):
-        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-        if not leap and today <= date(year, 2, 28) <= end:
-            extra.append(229)
-            break
-    return ranges, extra
-
-
-async def get_birthdays_json(
-    db: AsyncSession, user_id: int, days: int, skip: int, limit: int, today: date | None = None
-) -> bytes:
-    today = today or datetime.now(UTC).date()
-
-    async def load() -> dict[str, Any]:
-        ranges, extra = birthday_window(today, days)
-        rows, total = await repository.birthdays_page(db, user_id, ranges, extra, birthday_key(today) or 0, skip, limit)
-        return _page_json(rows, total, skip, limit)
-
-    if not _worth_caching(skip):
-        return dumps(await load())
-    field = f"birthdays:{today.isoformat()}:{days}:{skip}:{limit}"
-    raw = await cache.read_through(
-        Kind.contacts_list, cache.contacts_key(user_id), load, cache.settings.cache_contacts_list_ttl, hash_field=field
-    )
-    return raw or b"{}"
-
-
-# -- writes ---------------------------------------------------------------------------------------------------
-
-
-def _invalidate_around_commit(db: AsyncSession, contact_id: int, user_id: int) -> None:
-    """Tombstone the contact and the user's lists before the commit; delete them after it."""
-    cache.invalidate_around_commit(db, cache.contact_key(contact_id, user_id), cache.contacts_key(user_id))
-
-
-async def create_contact(db: AsyncSession, user_id: int, data: ContactCreate) -> dict[str, Any]:
-    contact = Contact(user_id=user_id, **data.model_dump())
+    """Add a contact (version 1, the user's next change number). `fallback_region`: the region national phone
+    numbers are read in when the user has none (DEFAULT_PHONE_REGION)."""
+    change_seq = await repository.take_change_seq(db, user_id, contacts_delta=1)
+    contact = Contact(user_id=user_id, uid=data.uid, emails=[], phones=[])
+    await _apply(db, contact, data, partial=False, fallback_region=fallback_region)
     try:
-        await repository.add(db, contact)
+        await repository.add(db, contact, change_seq=change_seq, unique_emails=True)
     except repository.ContactEmailTaken as exc:
         raise ContactEmailExists from exc
-    _invalidate_around_commit(db, contact.id, user_id)
+    except repository.ContactUidTaken as exc:
+        raise ContactUidExists from exc
+    invalidate_around_commit(db, user_id, contact.id)
     return contact_json(contact)
 
 
@@ -175,28 +254,44 @@ async def _owned_contact(db: AsyncSession, contact_id: int, user_id: int) -> Con
 
 
 async def update_contact(
-    db: AsyncSession, contact_id: int, user_id: int, data: ContactCreate | ContactUpdate, *, partial: bool
+    db: AsyncSession,
+    contact_id: int,
+    user_id: int,
+    data: ContactReplace | ContactUpdate,
+    *,
+    partial: bool,
+    if_match: str | None = None,
+    fallback_region: str | None = None,
 ) -> dict[str, Any]:
-    """PUT replaces every field (unset ones become empty); PATCH changes only the fields sent."""
+    """PUT replaces every field (unset ones become empty); PATCH changes only the fields sent. A write that changes
+    something is a new version; one that changes nothing is not a write. With `if_match`, only the version it
+    names is changed (else 412, nothing written)."""
+    await repository.take_change_seq(db, user_id, count=0)  # first the lock, then the current row
     contact = await _owned_contact(db, contact_id, user_id)
-    for name, value in data.model_dump(exclude_unset=partial).items():
-        setattr(contact, name, value)
+    check_if_match(if_match, contact)
+    await _apply(db, contact, data, partial=partial, fallback_region=fallback_region)
+    if not repository.changes_anything(db, contact):
+        return contact_json(contact)  # not a write: no new version, no change number
+    change_seq = await repository.take_change_seq(db, user_id)
     try:
-        await repository.save(db, contact)
+        await repository.save(db, contact, change_seq, unique_emails=True)
     except repository.ContactEmailTaken as exc:
         raise ContactEmailExists from exc
-    _invalidate_around_commit(db, contact_id, user_id)
+    invalidate_around_commit(db, user_id, contact_id)
     return contact_json(contact)
 
 
-async def delete_contact(db: AsyncSession, contact_id: int, user_id: int) -> None:
-    if not await repository.remove(db, contact_id, user_id):
-        raise ContactNotFound
-    _invalidate_around_commit(db, contact_id, user_id)
+async def delete_contact(db: AsyncSession, contact_id: int, user_id: int, *, if_match: str | None = None) -> None:
+    """Move a contact to the trash (a change: a new version at the user's next change number); it then answers
+    404 everywhere but the trash."""
+    change_seq = await repository.take_change_seq(db, user_id, contacts_delta=-1)
+    contact = await _owned_contact(db, contact_id, user_id)
+    check_if_match(if_match, contact)
+    await repository.trash(db, contact, change_seq)
+    invalidate_around_commit(db, user_id, contact_id)
 
 
 async def forget_contacts_of_user(db: AsyncSession, user_id: int) -> None:
     """The user is being deleted, their contacts with them (ON DELETE CASCADE): invalidate every cache key of
     theirs around the commit. Subscribed to `app.core.events.user_deleting` by the application."""
-    keys = [cache.contact_key(contact_id, user_id) for contact_id in await repository.ids_of_user(db, user_id)]
-    cache.invalidate_around_commit(db, cache.contacts_key(user_id), *keys)
+    invalidate_around_commit(db, user_id, *await repository.ids_of_user(db, user_id))

@@ -46,7 +46,16 @@ class Settings(BaseSettings):
     redis_port: int = 6379
     redis_password: SecretStr | None = None
     redis_db: int = Field(default=0, ge=0)
+    # A Redis Cluster (startup nodes, `host:port,...`) or a master watched by Sentinels, instead of one server.
+    redis_cluster_nodes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
     cache_enabled: bool = True
+    # strict: a write whose tombstone cannot be placed (and, with replicas, confirmed by one) is refused with 503.
+    cache_write_policy: Literal["available", "strict"] = "available"
+    cache_replay_interval: float = Field(
+        default=1.0, ge=0, description="Seconds between replays of invalidations recorded in the database; 0: off."
+    )
     cache_key_prefix: str = ""
     cache_user_ttl: int = Field(default=3600, ge=1)
     cache_contact_ttl: int = Field(default=1800, ge=1)
@@ -146,7 +155,19 @@ class Settings(BaseSettings):
     avatar_queue: int = Field(default=8, ge=0)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    @field_validator("cors_origins", "trusted_proxies", "metrics_allow", mode="before")
+    # Phones: national numbers (no leading +) are read in the user's `default_region`, else in this region
+    # (ISO 3166 alpha-2, e.g. "US"); unset: only numbers written with a leading + get their E.164 form.
+    default_phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+
+    # Sync: the trash keeps deleted contacts this many days; the change feed remembers purged ones this many days
+    # (older change tokens answer 410); the clean-up that enforces both runs every this many seconds (0: never).
+    trash_retention_days: int = Field(default=30, ge=1)
+    sync_history_days: int = Field(default=30, ge=1)
+    sync_cleanup_interval: float = Field(default=3600.0, ge=0)
+
+    @field_validator(
+        "cors_origins", "trusted_proxies", "metrics_allow", "redis_cluster_nodes", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
@@ -172,6 +193,22 @@ class Settings(BaseSettings):
 
         parse(value)  # raises ValueError on a malformed limit
         return value
+
+    @field_validator("redis_cluster_nodes", "redis_sentinels")
+    @classmethod
+    def _host_port_pairs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _one_redis_topology(self) -> Settings:
+        given = [name for name in ("redis_url", "redis_cluster_nodes", "redis_sentinels") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(n.upper() for n in given)} exclude each other: give one Redis topology")
+        return self
 
     @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
@@ -252,10 +289,15 @@ class Settings(BaseSettings):
         """The Redis URL to use, or None for the in-process cache backend."""
         if self.redis_url:
             return self.redis_url
+        # The password goes into a URL: escape what a URL reserves (`@`, `/`, `:`, `#`, ...).
+        auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@" if self.redis_password else ""
+        if self.redis_cluster_nodes:
+            return f"redis+cluster://{auth}{','.join(self.redis_cluster_nodes)}"
+        if self.redis_sentinels:
+            master = quote(self.redis_sentinel_master, safe="")
+            return f"redis+sentinel://{auth}{','.join(self.redis_sentinels)}/{master}/{self.redis_db}"
         if self.model_fields_set & {"redis_host", "redis_port", "redis_password", "redis_db"}:
             host = self.redis_host or "127.0.0.1"
-            # The password goes into a URL: escape what a URL reserves (`@`, `/`, `:`, `#`, ...).
-            auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@" if self.redis_password else ""
             return f"redis://{auth}{host}:{self.redis_port}/{self.redis_db}"
         return None
 

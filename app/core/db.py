@@ -191,6 +191,8 @@ async def commit(session: AsyncSession) -> None:
     for callback in session.info.pop("before_commit", []):
         try:
             await callback()
+        except AppError:
+            raise  # the callback refuses the commit (the cache's strict write policy): the caller rolls back
         except Exception:
             logger.exception("before-commit callback failed")
     if session.in_transaction() or session.new or session.dirty or session.deleted:

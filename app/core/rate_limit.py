@@ -1,5 +1,6 @@
-"""Rate limits (the `limits` library): Redis storage shared by every worker, in-process storage for the embedded
-default and as the fallback while Redis does not answer, so limits keep holding and never cause a 500."""
+"""Rate limits (the `limits` library): Redis storage shared by every worker (on the cache's topology: one server, a
+Redis Cluster or a Sentinel-watched master), in-process storage for the embedded default and as the fallback while
+Redis does not answer, so limits keep holding and never cause a 500."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ from typing import Any, TypeVar, cast
 
 from fastapi import Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, SlidingWindowCounterSupport, Storage
+from limits.aio.storage import (
+    MemoryStorage,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+    SlidingWindowCounterSupport,
+    Storage,
+)
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from app.core.breaker import CircuitBreaker
+from app.core.cache.topology import Topology
+from app.core.cache.topology import parse as parse_redis_url
 from app.core.config import Settings
 from app.core.errors import RateLimited
 
@@ -37,21 +47,7 @@ class RateLimiter:
         self._storage: Storage | None = None
         dsn = settings.redis_dsn
         if dsn:
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            options: dict[str, Any] = {
-                "socket_timeout": settings.cache_op_timeout,
-                "socket_connect_timeout": settings.cache_op_timeout,
-                "retry": Retry(NoBackoff(), 0),
-            }
-            self._storage = RedisStorage(
-                "async+" + dsn,
-                implementation="redispy",
-                wrap_exceptions=True,
-                key_prefix=f"{settings.cache_key_prefix}LIMITS",
-                **options,
-            )
+            self._storage = _shared_storage(parse_redis_url(dsn), settings)
             self._shared = SlidingWindowCounterRateLimiter(self._storage)
         self._breaker = CircuitBreaker(settings.cache_breaker_threshold, settings.cache_breaker_cooldown)
 
@@ -133,6 +129,32 @@ class RateLimiter:
             return max(1, math.ceil(stats.reset_time - time.time()))
         except Exception:
             return item.get_expiry()
+
+
+def _shared_storage(topology: Topology, settings: Settings) -> Storage:
+    """The `limits` storage on Redis: short timeouts and no retries, as the cache's (the in-process fallback
+    answers while it does not)."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    timeouts = {"socket_timeout": settings.cache_op_timeout, "socket_connect_timeout": settings.cache_op_timeout}
+    options: dict[str, Any] = {**timeouts, "retry": Retry(NoBackoff(), 0)}
+    common: dict[str, Any] = {
+        "implementation": "redispy",
+        "wrap_exceptions": True,
+        "key_prefix": f"{settings.cache_key_prefix}LIMITS",
+    }
+    uri = topology.limits_uri()
+    auth = {k: v for k, v in topology.auth().items() if v is not None}
+    if topology.kind == "cluster":
+        return RedisClusterStorage(uri, **common, require_full_coverage=False, **auth, **options)
+    if topology.kind == "sentinel":
+        # The counters live on the master (never read from a replica, which may lag); sentinels have no password.
+        asked: dict[str, Any] = {**timeouts, "password": None, "username": None}
+        return RedisSentinelStorage(
+            uri, **common, use_replicas=False, sentinel_kwargs=asked, db=topology.db, **auth, **options
+        )
+    return RedisStorage(uri, **common, **options)
 
 
 @lru_cache(maxsize=64)

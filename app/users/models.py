@@ -24,6 +24,9 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     is_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     avatar_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    # ISO 3166 alpha-2: the region national phone numbers of this user's contacts are read in (else the
+    # DEFAULT_PHONE_REGION setting).
+    default_region: Mapped[str | None] = mapped_column(String(2), default=None)
     # Bumped whenever existing sessions must end (password change, role change, deactivation).
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())

@@ -17,7 +17,7 @@ from app.core.rate_limit import enforce, request_ip
 from app.core.schemas import MAX_ID, MAX_PAGE_SIZE, MAX_SKIP, Page
 from app.users import passwords, service
 from app.users.models import Role
-from app.users.schemas import AdminUserUpdate, ChangePasswordRequest, UserRead
+from app.users.schemas import AdminUserUpdate, ChangePasswordRequest, UserRead, UserSettingsRead, UserSettingsUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
 admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
@@ -29,6 +29,14 @@ UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 async def read_me(user: CurrentUser) -> AuthUser:
     """The authenticated user."""
     return user
+
+
+@router.patch("/me", response_model=UserSettingsRead, responses=errors(401, 403))
+async def update_me(body: UserSettingsUpdate, user: CurrentUser, session: SessionDep) -> UserSettingsRead:
+    """Change your own settings (only those sent): `default_region` (ISO 3166 alpha-2, e.g. `US`), the region
+    national phone numbers of your contacts are read in when written; null: the server's DEFAULT_PHONE_REGION."""
+    changes = body.model_dump(exclude_unset=True)
+    return UserSettingsRead.model_validate(await service.update_settings(session, user.id, changes))
 
 
 @router.put("/me/password", response_model=TokenPair, responses=errors(400, 401, 403, 429))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, StrictBool, StringConstraints
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints
 
 from app.auth.schemas import AccountView, Role, TokenString
 from app.core.schemas import MAX_PASSWORD_BYTES, Email, Password, StrictModel
@@ -17,6 +18,30 @@ class UserCreate(StrictModel):
 
 class UserRead(AccountView):
     """A user as the API shows it (the fields of auth's AccountView): never the password hash."""
+
+
+def _region(value: str) -> str:
+    region = value.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("must be an ISO 3166 alpha-2 region with a telephone numbering plan, e.g. US, GB, FR")
+    return region
+
+
+Region = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(_region)]
+
+
+class UserSettingsUpdate(StrictModel):
+    """Your own settings: `default_region`, the region your contacts' national phone numbers (written without a
+    leading +) are read in; null falls back to the server's DEFAULT_PHONE_REGION. Numbers already stored keep
+    their E.164 form."""
+
+    default_region: Region | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"default_region": "US"}]})
+
+
+class UserSettingsRead(UserRead):
+    default_region: str | None
 
 
 class AdminUserUpdate(StrictModel):

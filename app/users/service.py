@@ -183,6 +183,11 @@ async def update_user(db: AsyncSession, user: User, **changes: Any) -> User:
     return user
 
 
+async def update_settings(db: AsyncSession, user_id: int, changes: dict[str, Any]) -> User:
+    """A user changes their own settings (`default_region`)."""
+    return await update_user(db, await get_user(db, user_id), **changes)
+
+
 async def admin_update_user(db: AsyncSession, actor_id: int, user_id: int, changes: dict[str, Any]) -> User:
     """An administrator sets another account's role or active flag (either change ends its sessions)."""
     if user_id == actor_id and changes:

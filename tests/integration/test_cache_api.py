@@ -253,7 +253,11 @@ async def test_contact_writes_invalidate_only_after_the_commit(
     async def invalidate_and_look(*keys: str) -> bool:
         # What another connection sees when the invalidation runs: only committed rows.
         async with database.sessionmaker() as other:
-            rows = (await other.execute(select(Contact.id, Contact.first_name).where(Contact.user_id == user.id))).all()
+            # Live contacts: a deleted one is in the trash (issue 11), its row still there.
+            live = select(Contact.id, Contact.first_name).where(
+                Contact.user_id == user.id, Contact.deleted_at.is_(None)
+            )
+            rows = (await other.execute(live)).all()
         seen.append(sorted((row[0], row[1]) for row in rows))
         return await invalidate(*keys)
 
@@ -464,7 +468,7 @@ async def test_services_named_in_the_spec_read_through_the_cache(
     cached_user = await users_service.get_user_by_id_with_cache(db, user_id)
 
     assert contact_data == contacts_service.contact_json(contact)
-    assert contacts == {"items": [contact_data], "total": 1, "skip": 0, "limit": 10}
+    assert contacts == {"items": [contact_data], "total": 1, "skip": 0, "limit": 10, "next_cursor": None}
     assert cached_user is not None
     assert cached_user.email == user.email
     assert await stored_json(redis_client, f"contact:{contact_id}:user:{user_id}") == contact_data
@@ -751,7 +755,7 @@ async def test_deep_pages_and_later_pages_of_a_search_are_served_from_the_databa
     last_cached = await client.get(f"{API}/contacts", params={"skip": deep_skip - 1, "limit": 5}, headers=headers)
     first_of_search = await client.get(f"{API}/contacts", params={"q": "name", "limit": 1}, headers=headers)
 
-    assert deep.json() == {"items": [], "total": 3, "skip": deep_skip, "limit": 5}
+    assert deep.json() == {"items": [], "total": 3, "skip": deep_skip, "limit": 5, "next_cursor": None}
     assert (deep_birthdays.json()["items"], deep_birthdays.json()["skip"]) == ([], deep_skip)
     assert [item["id"] for item in second_of_search.json()["items"]] == [ids[1]]
     assert second_of_search.json()["total"] == 3

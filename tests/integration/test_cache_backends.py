@@ -1,4 +1,5 @@
-"""The cache's contract, on each backend: the same cases on Redis and on the in-process backend.
+"""The cache's contract, on each backend: the same cases on Redis (one server, a Redis Cluster, a Sentinel-watched
+master) and on the in-process backend.
 
 What a backend holds is read through `Store`, independently of the cache's own read path (a Redis client of its
 own, or the in-process backend's reads). The design document's API, keys, TTLs, JSON and allow-list; reads and
@@ -37,6 +38,7 @@ from tests.cache_helpers import (
 )
 from tests.conftest import MakeCache, make_settings
 from tests.factories import auth_headers, make_contact, make_user
+from tests.topologies import Topology, topology_under_test
 
 API = "/api/v1"
 TTL = 60
@@ -48,50 +50,65 @@ SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-value"
 BackendCache = Callable[..., tuple[Cache, Store]]
 
 
-@pytest.fixture(params=["redis", "memory"])
+DOCUMENTED_KEYS = ("user:7", "contact:3:user:7", "contacts:7")
+
+
+@pytest.fixture(params=["redis", "memory", "cluster", "sentinel"])
 def backend_name(request: pytest.FixtureRequest) -> str:
+    """One server, the in-process backend, a 3-master/3-replica Redis Cluster, a Sentinel-watched master."""
     return str(request.param)
 
 
 @pytest.fixture
+async def topology(
+    backend_name: str, request: pytest.FixtureRequest, redis_url: str, redis_client: Redis
+) -> AsyncIterator[Topology | None]:
+    """The parametrized Redis topology, emptied before and after the test (None for the in-process backend)."""
+    if backend_name == "memory":
+        yield None
+        return
+    async with topology_under_test(backend_name, request, (redis_url, redis_client)) as chosen:
+        await chosen.flush()
+        yield chosen
+        await chosen.flush()
+
+
+@pytest.fixture
 async def backend_cache(
-    backend_name: str, settings: Settings, redis_client: Redis, make_cache: MakeCache
-) -> AsyncIterator[BackendCache]:
+    backend_name: str, settings: Settings, topology: Topology | None, make_cache: MakeCache
+) -> BackendCache:
     """Builds a cache on the parametrized backend from settings overrides, with a `Store` to check it by."""
-    await redis_client.flushdb()
 
     def build(**overrides: Any) -> tuple[Cache, Store]:
-        if backend_name == "redis":
-            instance = make_cache(
-                make_settings(database_url=settings.database_url, redis_url=settings.redis_url, **overrides)
-            )
-            return instance, Store(instance, redis_client)
+        if topology is not None:
+            instance = make_cache(make_settings(database_url=settings.database_url, **topology.overrides, **overrides))
+            return instance, Store(instance, topology.client)
         memory_settings = make_settings(database_url=settings.database_url, redis_url=None, **overrides)
         instance = make_cache(memory_settings, MemoryBackend())
         return instance, Store(instance, None)
 
-    yield build
-    await redis_client.flushdb()
+    return build
 
 
 # -- keys ------------------------------------------------------------------------------------------------------
 
 
-async def test_values_land_under_the_documented_keys(backend_cache: BackendCache) -> None:
+async def test_values_land_under_the_documented_keys(backend_cache: BackendCache, backend_name: str) -> None:
     instance, store = backend_cache()
 
     assert await instance.cache_user(7, FULL_USER) is True
     assert await instance.cache_contact(3, 7, CONTACT) is True
     assert await seed_list_field(instance, 7, "list:0:20:", {"items": [CONTACT], "total": 1}) is not None
 
-    assert (instance.user_key(7), instance.contact_key(3, 7), instance.contacts_key(7)) == (
-        "user:7",
-        "contact:3:user:7",
-        "contacts:7",
-    )
-    assert await store.json("user:7") == FULL_USER
-    assert await store.json("contact:3:user:7") == CONTACT
-    assert json.loads(await store.field("contacts:7", "list:0:20:") or b"null") == {"items": [CONTACT], "total": 1}
+    # On Redis Cluster the user's id is a hash tag: every key of one user lies in one hash slot.
+    documented = ("user:{7}", "contact:3:user:{7}", "contacts:{7}") if backend_name == "cluster" else DOCUMENTED_KEYS
+    assert (instance.user_key(7), instance.contact_key(3, 7), instance.contacts_key(7)) == documented
+    assert await store.json(instance.user_key(7)) == FULL_USER
+    assert await store.json(instance.contact_key(3, 7)) == CONTACT
+    assert json.loads(await store.field(instance.contacts_key(7), "list:0:20:") or b"null") == {
+        "items": [CONTACT],
+        "total": 1,
+    }
 
 
 async def test_cache_key_prefix_goes_in_front_of_every_key(backend_cache: BackendCache) -> None:
@@ -101,19 +118,22 @@ async def test_cache_key_prefix_goes_in_front_of_every_key(backend_cache: Backen
     await instance.cache_contact(3, 7, CONTACT)
     await seed_list_field(instance, 7, "list:0:20:", {"items": [], "total": 0})
 
-    assert await store.json("tenant1:user:7") == FULL_USER
-    assert await store.json("tenant1:contact:3:user:7") == CONTACT
-    assert await store.field("tenant1:contacts:7", "list:0:20:") is not None
-    assert await store.raw("user:7") is None
-    assert await store.raw("contact:3:user:7") is None
+    assert instance.user_key(7).startswith("tenant1:user:")
+    assert instance.contact_key(3, 7).startswith("tenant1:contact:3:user:")
+    assert instance.contacts_key(7).startswith("tenant1:contacts:")
+    assert await store.json(instance.user_key(7)) == FULL_USER
+    assert await store.json(instance.contact_key(3, 7)) == CONTACT
+    assert await store.field(instance.contacts_key(7), "list:0:20:") is not None
+    assert await store.raw(instance.user_key(7).removeprefix("tenant1:")) is None
+    assert await store.raw(instance.contact_key(3, 7).removeprefix("tenant1:")) is None
     assert await instance.get_cached_contact(3, 7) == CONTACT
 
     assert await instance.invalidate_user_contacts_cache(7) is True
     assert await instance.invalidate_contact_cache(3, 7) is True
     assert await instance.invalidate_user_cache(7) is True
-    assert await store.field("tenant1:contacts:7", "list:0:20:") is None
-    assert await store.raw("tenant1:contact:3:user:7") is None
-    assert await store.raw("tenant1:user:7") is None
+    assert await store.field(instance.contacts_key(7), "list:0:20:") is None
+    assert await store.raw(instance.contact_key(3, 7)) is None
+    assert await store.raw(instance.user_key(7)) is None
 
 
 async def test_cached_contact_is_only_visible_under_its_own_user(backend_cache: BackendCache) -> None:
@@ -122,7 +142,7 @@ async def test_cached_contact_is_only_visible_under_its_own_user(backend_cache: 
     await instance.cache_contact(3, 7, CONTACT)
 
     assert await instance.get_cached_contact(3, 8) is None
-    assert await store.raw("contact:3:user:8") is None
+    assert await store.raw(instance.contact_key(3, 8)) is None
     assert await instance.get_cached_contact(3, 7) == CONTACT
 
 
@@ -135,7 +155,7 @@ async def test_values_are_json_not_pickle(backend_cache: BackendCache) -> None:
 
     assert await instance.cache_contact(3, 7, contact) is True
 
-    raw = await store.raw("contact:3:user:7")
+    raw = await store.raw(instance.contact_key(3, 7))
     assert raw is not None
     assert not raw.startswith(b"\x80")  # the pickle protocol marker
     decoded = json.loads(raw.decode("utf-8"))
@@ -157,7 +177,7 @@ async def test_cache_user_never_stores_passwords_or_tokens(backend_cache: Backen
 
     assert await instance.cache_user(7, user_data) is True
 
-    raw = await store.raw("user:7")
+    raw = await store.raw(instance.user_key(7))
     assert raw is not None
     for secret in (SECRET_HASH, SECRET_PASSWORD, SECRET_TOKEN):
         assert secret.encode() not in raw
@@ -180,9 +200,9 @@ async def test_default_ttls_are_an_hour_for_users_and_half_an_hour_for_contacts_
     await instance.cache_contact(3, 7, CONTACT)
     await seed_list_field(instance, 7, "list:0:20:", {"items": [], "total": 0})
 
-    assert_ttl(await store.ttl("user:7"), 3600)
-    assert_ttl(await store.ttl("contact:3:user:7"), 1800)
-    assert_ttl(await store.ttl("contacts:7"), 1800)
+    assert_ttl(await store.ttl(instance.user_key(7)), 3600)
+    assert_ttl(await store.ttl(instance.contact_key(3, 7)), 1800)
+    assert_ttl(await store.ttl(instance.contacts_key(7)), 1800)
 
 
 async def test_configured_ttls_apply_when_no_ttl_is_given(backend_cache: BackendCache) -> None:
@@ -192,9 +212,9 @@ async def test_configured_ttls_apply_when_no_ttl_is_given(backend_cache: Backend
     await instance.cache_contact(3, 7, CONTACT)
     await seed_list_field(instance, 7, "list:0:20:", {"items": [], "total": 0})
 
-    assert_ttl(await store.ttl("user:7"), 120)
-    assert_ttl(await store.ttl("contact:3:user:7"), 90)
-    assert_ttl(await store.ttl("contacts:7"), 60)
+    assert_ttl(await store.ttl(instance.user_key(7)), 120)
+    assert_ttl(await store.ttl(instance.contact_key(3, 7)), 90)
+    assert_ttl(await store.ttl(instance.contacts_key(7)), 60)
 
 
 async def test_explicit_ttl_overrides_the_configured_one(backend_cache: BackendCache) -> None:
@@ -203,8 +223,8 @@ async def test_explicit_ttl_overrides_the_configured_one(backend_cache: BackendC
     await instance.cache_user(7, FULL_USER, ttl=45)
     await instance.cache_contact(3, 7, CONTACT, ttl=30)
 
-    assert_ttl(await store.ttl("user:7"), 45)
-    assert_ttl(await store.ttl("contact:3:user:7"), 30)
+    assert_ttl(await store.ttl(instance.user_key(7)), 45)
+    assert_ttl(await store.ttl(instance.contact_key(3, 7)), 30)
 
 
 async def test_values_expire_after_their_ttl(backend_cache: BackendCache) -> None:
@@ -217,7 +237,7 @@ async def test_values_expire_after_their_ttl(backend_cache: BackendCache) -> Non
 
     assert await instance.get_cached_user(7) is None
     assert await instance.get_cached_contact(3, 7) is None
-    assert await store.raw("user:7") is None
+    assert await store.raw(instance.user_key(7)) is None
 
 
 # -- reads and invalidation ------------------------------------------------------------------------------------
@@ -255,10 +275,10 @@ async def test_invalidate_contact_deletes_only_that_contact(backend_cache: Backe
 
     assert await instance.invalidate_contact_cache(3, 7) is True
 
-    assert await store.raw("contact:3:user:7") is None
+    assert await store.raw(instance.contact_key(3, 7)) is None
     assert await instance.get_cached_contact(3, 7) is None
-    assert await store.json("contact:4:user:7") == dict(CONTACT, id=4)
-    assert await store.json("user:7") == FULL_USER
+    assert await store.json(instance.contact_key(4, 7)) == dict(CONTACT, id=4)
+    assert await store.json(instance.user_key(7)) == FULL_USER
 
 
 async def test_invalidate_user_deletes_the_user_key(backend_cache: BackendCache) -> None:
@@ -268,9 +288,9 @@ async def test_invalidate_user_deletes_the_user_key(backend_cache: BackendCache)
 
     assert await instance.invalidate_user_cache(7) is True
 
-    assert await store.raw("user:7") is None
+    assert await store.raw(instance.user_key(7)) is None
     assert await instance.get_cached_user(7) is None
-    assert await store.json("user:8") == dict(FULL_USER, id=8)
+    assert await store.json(instance.user_key(8)) == dict(FULL_USER, id=8)
 
 
 async def test_invalidating_a_missing_key_succeeds(backend_cache: BackendCache) -> None:
@@ -279,7 +299,7 @@ async def test_invalidating_a_missing_key_succeeds(backend_cache: BackendCache) 
     assert await instance.invalidate_user_cache(7) is True
     assert await instance.invalidate_contact_cache(3, 7) is True
     assert await instance.invalidate_user_contacts_cache(7) is True
-    assert await store.raw("user:7") is None
+    assert await store.raw(instance.user_key(7)) is None
 
 
 async def test_invalidate_user_contacts_drops_every_cached_query_in_one_delete(backend_cache: BackendCache) -> None:
@@ -289,15 +309,15 @@ async def test_invalidate_user_contacts_drops_every_cached_query_in_one_delete(b
         await seed_list_field(instance, 7, hash_field, {"items": [], "total": number})
     await seed_list_field(instance, 8, "list:0:20:", {"items": [], "total": 99})
     for number, hash_field in enumerate(fields):
-        assert json.loads(await store.field("contacts:7", hash_field) or b"null")["total"] == number
+        assert json.loads(await store.field(instance.contacts_key(7), hash_field) or b"null")["total"] == number
     before = roundtrips()
 
     assert await instance.invalidate_user_contacts_cache(7) is True
 
     assert roundtrips() - before == 1
     for hash_field in fields:
-        assert await store.field("contacts:7", hash_field) is None
-    assert await store.field("contacts:8", "list:0:20:") is not None  # another user's lists stay
+        assert await store.field(instance.contacts_key(7), hash_field) is None
+    assert await store.field(instance.contacts_key(8), "list:0:20:") is not None  # another user's lists stay
 
 
 # -- bounds ----------------------------------------------------------------------------------------------------
@@ -392,11 +412,11 @@ async def test_unserializable_contact_is_logged_and_not_cached(
     result = await instance.cache_contact(3, 7, dict(CONTACT, notes=bad_value))
 
     assert result is False
-    assert await store.raw("contact:3:user:7") is None
+    assert await store.raw(instance.contact_key(3, 7)) is None
     assert any(
         record.levelno >= logging.ERROR
         and record.name == "app.core.cache"
-        and "contact:3:user:7" in record.getMessage()
+        and instance.contact_key(3, 7) in record.getMessage()
         for record in caplog.records
     ), caplog.text
 
@@ -410,8 +430,10 @@ async def test_unserializable_user_field_is_logged_and_not_cached(
     result = await instance.cache_user(7, dict(FULL_USER, email={"not", "a", "string"}))
 
     assert result is False
-    assert await store.raw("user:7") is None
-    assert any(record.name == "app.core.cache" and "user:7" in record.getMessage() for record in caplog.records)
+    assert await store.raw(instance.user_key(7)) is None
+    assert any(
+        record.name == "app.core.cache" and instance.user_key(7) in record.getMessage() for record in caplog.records
+    )
 
 
 async def test_unserializable_value_leaves_the_cache_working(backend_cache: BackendCache) -> None:
@@ -420,7 +442,7 @@ async def test_unserializable_value_leaves_the_cache_working(backend_cache: Back
     assert await instance.cache_contact(3, 7, dict(CONTACT, notes={1, 2})) is False
     assert await instance.cache_contact(3, 7, CONTACT) is True
 
-    assert await store.json("contact:3:user:7") == CONTACT
+    assert await store.json(instance.contact_key(3, 7)) == CONTACT
 
 
 # -- disabled --------------------------------------------------------------------------------------------------
@@ -435,8 +457,8 @@ async def test_disabled_cache_stores_nothing_and_reads_are_bypasses(backend_cach
     assert await instance.get_cached_user(7) is None
     assert await instance.get_cached_contact(3, 7) is None
 
-    assert await store.raw("user:7") is None
-    assert await store.raw("contact:3:user:7") is None
+    assert await store.raw(instance.user_key(7)) is None
+    assert await store.raw(instance.contact_key(3, 7)) is None
     assert requests_count("user", "bypass") - bypasses[0] == 1
     assert requests_count("contact", "bypass") - bypasses[1] == 1
 
@@ -552,7 +574,7 @@ async def test_cache_user_replaces_a_cached_value(backend_cache: BackendCache) -
     assert await instance.cache_user(7, FULL_USER) is True
     assert await instance.cache_user(7, dict(FULL_USER, role="admin")) is True
 
-    assert (await store.json("user:7"))["role"] == "admin"
+    assert (await store.json(instance.user_key(7)))["role"] == "admin"
 
 
 async def test_lookups_never_return_a_lease_or_a_tombstone(backend_cache: BackendCache) -> None:
@@ -599,9 +621,12 @@ async def test_read_through_and_invalidation_behave_alike_on_both_backends(
     settings: Settings,
     reconfigure: Callable[..., Settings],
     backend_name: str,
+    topology: Topology | None,
 ) -> None:
     if backend_name == "memory":
         reconfigure(backend=MemoryBackend(), redis_url=None)
+    elif topology is not None:
+        reconfigure(**topology.overrides)
     user = await make_user(db, settings)
     contact = await make_contact(db, user, first_name="Same")
     headers = auth_headers(settings, user)
@@ -616,7 +641,9 @@ async def test_read_through_and_invalidation_behave_alike_on_both_backends(
     (after_write,) = await cache.backend.get([(key, None)])
     third = await client.get(f"{API}/contacts/{contact.id}", headers=headers)
 
-    assert cache.backend.name == backend_name
+    assert cache.backend.name == {"cluster": "redis-cluster", "sentinel": "redis-sentinel"}.get(
+        backend_name, backend_name
+    )
     assert cached is not None
     assert json.loads(cached) == first.json()
     assert second.json() == first.json()
@@ -639,18 +666,17 @@ async def test_a_user_hammering_distinct_queries_cannot_grow_the_list_cache_past
     client: httpx.AsyncClient,
     db: AsyncSession,
     settings: Settings,
-    redis_client: Redis,
     app: Any,
     reconfigure: Callable[..., Settings],
-    backend_name: str,
+    topology: Topology | None,
 ) -> None:
     max_fields, max_bytes = 40, 30_000
     bounds = {"cache_list_max_fields": max_fields, "cache_list_max_bytes": max_bytes}
-    if backend_name == "memory":
+    if topology is None:
         reconfigure(backend=MemoryBackend(), redis_url=None, **bounds)
     else:
-        reconfigure(**bounds)
-    store = Store(cache, redis_client if backend_name == "redis" else None)
+        reconfigure(**topology.overrides, **bounds)
+    store = Store(cache, topology.client if topology is not None else None)
     app.state.rate_limiter = RateLimiter(
         make_settings(rate_limit_enabled=False)
     )  # the attacker's pace is not the point

@@ -13,7 +13,7 @@ from app.contacts.models import Contact, ContactCount
 from tests.factories import auth_headers, make_contact, make_user
 
 API = "/api/v1"
-CONTACT_FIELDS = {
+V1_FIELDS = {
     "id",
     "user_id",
     "first_name",
@@ -24,6 +24,24 @@ CONTACT_FIELDS = {
     "notes",
     "created_at",
     "updated_at",
+}
+# Model v2 (issue 11) adds fields; every v1 field is still there with its v1 meaning.
+CONTACT_FIELDS = V1_FIELDS | {
+    "uid",
+    "middle_name",
+    "prefix",
+    "suffix",
+    "nickname",
+    "organization",
+    "job_title",
+    "emails",
+    "phones",
+    "addresses",
+    "urls",
+    "labels",
+    "favorite",
+    "anniversary",
+    "etag",
 }
 EDITABLE = ("first_name", "last_name", "email", "phone", "birthday", "notes")
 FULL = {
@@ -335,7 +353,7 @@ async def test_update_missing_contact_returns_404(client, db, owner, headers):
 # -- delete ------------------------------------------------------------------------------------------------
 
 
-async def test_delete_contact_returns_204_and_removes_row(client, db, owner, headers):
+async def test_delete_contact_returns_204_and_moves_it_to_the_trash(client, db, owner, headers):
     contact = await make_contact(db, owner)
     keep = await make_contact(db, owner)
     assert (await client.get(f"{API}/contacts/{contact.id}", headers=headers)).status_code == 200  # cached
@@ -344,8 +362,9 @@ async def test_delete_contact_returns_204_and_removes_row(client, db, owner, hea
 
     assert response.status_code == 204, response.text
     assert response.content == b""
-    assert await contact_row(db, contact.id) is None
-    assert await contact_row(db, keep.id) is not None
+    # Since model v2 a deleted contact goes to the trash (restorable) instead of being removed at once.
+    assert (await contact_row(db, contact.id))["deleted_at"] is not None
+    assert (await contact_row(db, keep.id))["deleted_at"] is None
     assert_error(await client.get(f"{API}/contacts/{contact.id}", headers=headers), 404, "ContactNotFound")
 
 
@@ -368,8 +387,8 @@ async def test_list_contacts_returns_page_in_id_order(client, db, owner, headers
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"items", "total", "skip", "limit"}
-    assert (body["total"], body["skip"], body["limit"]) == (3, 0, 20)
+    assert set(body) == {"items", "total", "skip", "limit", "next_cursor"}
+    assert (body["total"], body["skip"], body["limit"], body["next_cursor"]) == (3, 0, 20, None)
     assert [item["id"] for item in body["items"]] == sorted(ids)
     assert all(set(item) == CONTACT_FIELDS for item in body["items"])
 

@@ -252,5 +252,5 @@ async def test_deleting_own_contact_leaves_foreign_contacts(
     response = await client.delete(f"{API}/contacts/{alices_contact.id}", headers=alice_headers)
 
     assert response.status_code == 204
-    assert await contact_row(db, alices_contact.id) is None
+    assert (await contact_row(db, alices_contact.id))["deleted_at"] is not None  # in the trash (issue 11)
     assert await contact_row(db, bobs_contact.id) == bobs_row_before

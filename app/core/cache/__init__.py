@@ -15,6 +15,12 @@ Each operation has a short timeout that counts the event loop's attention (`dead
 stops paying it while Redis is down (`guard.py`). One user's list hash is bounded (CACHE_LIST_MAX_FIELDS,
 CACHE_LIST_MAX_BYTES, leases included): past it, pages are served from the database and not cached.
 
+On a Redis Cluster the keys carry the user's id as hash tag (``user:{42}``, ``contact:7:user:{42}``,
+``contacts:{42}``), so that every key of one operation (a request's user and contact, a write's tombstones) lies in
+one hash slot; on one server or behind Sentinels they are exactly as above. With ``CACHE_WRITE_POLICY=strict`` a
+write whose tombstones cannot be placed (and confirmed by a replica, where a failover could promote one) before its
+commit is refused (`CacheWriteRefused`, 503) and rolled back.
+
 The process has one cache, `cache`, which the app's lifespan configures from the settings (and puts on
 ``app.state.cache``); a cache used before `configure` raises `CacheNotConfigured`.
 """
@@ -26,7 +32,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.breaker import CircuitBreaker
 from app.core.cache.backend import (
@@ -37,9 +43,10 @@ from app.core.cache.backend import (
     LeaseState,
     ListBound,
 )
+from app.core.cache.durable import PendingInvalidation, Replayer, record
 from app.core.cache.engine import Engine, FillHook, Loader
 from app.core.cache.guard import GuardedBackend
-from app.core.cache.invalidation import Invalidations
+from app.core.cache.invalidation import CacheWriteRefused, Invalidations
 from app.core.cache.memory_backend import MemoryBackend
 from app.core.cache.metrics import CACHE_FILLS, CACHE_INVALIDATIONS, CACHE_REQUESTS, REDIS_ROUNDTRIPS, Kind, hit_ratios
 from app.core.cache.redis_backend import RedisBackend
@@ -57,11 +64,13 @@ __all__ = [
     "Cache",
     "CacheNotConfigured",
     "CacheUnavailable",
+    "CacheWriteRefused",
     "CircuitOpen",
     "Kind",
     "LeaseState",
     "ListBound",
     "MemoryBackend",
+    "PendingInvalidation",
     "RedisBackend",
     "RedisCache",
     "cache",
@@ -84,6 +93,8 @@ class Cache:
         self._invalidations = Invalidations(self._guard)
         self._guard.on_answer = self._invalidations.resume_retries
         self._engine = Engine(self._guard, self._invalidations)
+        self._replayer = Replayer(self._guard)
+        self._tagged = False  # keys carry hash tags (Redis Cluster)
         if settings is not None:
             self.configure(settings, backend)
         elif backend is not None:
@@ -101,6 +112,7 @@ class Cache:
             dsn = settings.redis_dsn
             backend = RedisBackend(dsn, settings) if dsn else MemoryBackend(settings.cache_memory_max_bytes)
         self._guard.configure(settings, backend, off_reason)
+        self._tagged = isinstance(backend, RedisBackend) and backend.topology.hash_tags
         self._engine.reset()
         self._invalidations.reset()
 
@@ -142,7 +154,19 @@ class Cache:
         """Whether a load of this key is under way in this process (diagnostics)."""
         return self._engine.loading(key, hash_field)
 
+    def start_replaying(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Replay, every CACHE_REPLAY_INTERVAL, the invalidations that writes of any worker recorded in the database
+        (see `durable.py`); the application's lifespan starts it. Only on Redis: the in-process backend dies with
+        its worker, and with it whatever that worker owed it."""
+        if isinstance(self._guard.backend, RedisBackend):
+            self._replayer.start(sessions, self.settings.cache_replay_interval)
+
+    async def replay_recorded(self, sessions: async_sessionmaker[AsyncSession]) -> int:
+        """Replay the recorded invalidations once, now (tests and diagnostics); how many were replayed."""
+        return await self._replayer.replay_once(sessions)
+
     async def close(self) -> None:
+        await self._replayer.close()
         await self._invalidations.close()
         if self._guard.configured:
             with contextlib.suppress(Exception):  # closing a backend that failed may fail too
@@ -150,14 +174,18 @@ class Cache:
 
     # -- keys -------------------------------------------------------------------------------------------------
 
+    def _owner(self, user_id: int) -> str:
+        """The user's id in a key: as a hash tag on Redis Cluster, so that all of one user's keys share a slot."""
+        return f"{{{user_id}}}" if self._tagged else str(user_id)
+
     def user_key(self, user_id: int) -> str:
-        return f"{self.settings.cache_key_prefix}user:{user_id}"
+        return f"{self.settings.cache_key_prefix}user:{self._owner(user_id)}"
 
     def contact_key(self, contact_id: int, user_id: int) -> str:
-        return f"{self.settings.cache_key_prefix}contact:{contact_id}:user:{user_id}"
+        return f"{self.settings.cache_key_prefix}contact:{contact_id}:user:{self._owner(user_id)}"
 
     def contacts_key(self, user_id: int) -> str:
-        return f"{self.settings.cache_key_prefix}contacts:{user_id}"
+        return f"{self.settings.cache_key_prefix}contacts:{self._owner(user_id)}"
 
     def _is_list_key(self, key: str) -> bool:
         return key[len(self.settings.cache_key_prefix) :].startswith(LIST_KEY)
@@ -220,15 +248,32 @@ class Cache:
         return await self._invalidations.delete(list(keys))
 
     async def tombstone(self, *keys: str) -> bool:
-        """Put tombstones in the place of `keys`: no process serves or fills them until they are deleted."""
-        return await self._invalidations.tombstone([(key, self._is_list_key(key)) for key in keys])
+        """Put tombstones in the place of `keys`: no process serves or fills them until they are deleted. Where a
+        failover could promote a replica, True only once one has them too (a failover would lose them otherwise):
+        within half the write's budget under CACHE_WRITE_POLICY=strict, within CACHE_OP_TIMEOUT otherwise."""
+        settings = self.settings
+        strict = settings.cache_write_policy == "strict"
+        confirm_s = settings.cache_op_timeout_cap / 2 if strict else settings.cache_op_timeout
+        keyed = [(key, self._is_list_key(key)) for key in keys]
+        return await self._invalidations.tombstone(keyed, max(1, int(confirm_s * 1000)))
 
     def invalidate_around_commit(self, session: AsyncSession, *keys: str) -> None:
         """Invalidate `keys` around `session`'s commit: tombstones before it (so that no reader fills an old
-        row during the commit, and so that a failure after it leaves nothing stale behind), deletion after."""
+        row during the commit, and so that a failure after it leaves nothing stale behind), deletion after.
+        Under CACHE_WRITE_POLICY=strict a tombstone that cannot be placed refuses the commit (CacheWriteRefused)."""
         key_list = list(keys)
-        before_commit(session, lambda: self.tombstone(*key_list))
+        before_commit(session, lambda: self._before_commit(session, key_list))
         after_commit(session, lambda: self.invalidate(*key_list))
+
+    async def _before_commit(self, session: AsyncSession, keys: list[str]) -> None:
+        if await self.tombstone(*keys):
+            return
+        if self.settings.cache_write_policy == "strict":
+            logger.warning("cache: a write was refused: its tombstones could not be placed (%s)", ", ".join(keys))
+            raise CacheWriteRefused
+        if self.settings.cache_replay_interval > 0:
+            # The write goes ahead; its invalidation is kept with it, for any worker to replay (durable.py).
+            record(session, keys)
 
     # -- health -----------------------------------------------------------------------------------------------
 

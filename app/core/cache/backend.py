@@ -31,6 +31,10 @@ class CircuitOpen(CacheUnavailable):
     """The breaker is open: the backend was not asked."""
 
 
+class ReplicaUnconfirmed(CacheUnavailable):
+    """A tombstone reached the master, but no replica confirmed it in time (WAIT): a failover could lose it."""
+
+
 class CacheNotConfigured(RuntimeError):
     """The cache was used before `configure(settings)`: the app's lifespan and the CLI configure it."""
 
@@ -96,8 +100,10 @@ class Backend(Protocol):
         (False then): a value handed in from outside (the spec's `cache_user`) is a fill without a lease."""
         ...
 
-    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int) -> None:
-        """Replace each key (hash or string) by a tombstone living `ttl_ms`: no fill, no served value."""
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int, confirm_ms: int = 0) -> None:
+        """Replace each key (hash or string) by a tombstone living `ttl_ms`: no fill, no served value. With
+        `confirm_ms`, where a failover could promote a replica, return only once a replica has the tombstones
+        (ReplicaUnconfirmed if none has them within `confirm_ms`)."""
         ...
 
     async def delete(self, keys: list[str]) -> None: ...

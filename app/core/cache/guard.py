@@ -106,6 +106,10 @@ class GuardedBackend:
                 finally:
                     deadline.cancel()
                     self._in_flight -= 1
+        except CacheUnavailable:
+            # The backend answered, but not as the operation needs (no replica confirmed a tombstone in time).
+            breaker.record_success()
+            raise
         except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
             breaker.record_failure()
             self._failed_since_success = True
@@ -115,6 +119,13 @@ class GuardedBackend:
             breaker.record_success()
             logger.warning("cache: Redis refused an operation: %s", exc)
             raise CacheUnavailable(str(exc)) from exc
+        except Exception as exc:
+            # The client library's own failure, e.g. uvloop's "handler is closed" when redis-py writes to a
+            # connection that another task closed while a cluster node failed: an outage, never a 500.
+            breaker.record_failure()
+            self._failed_since_success = True
+            logger.warning("cache: the Redis client failed: %r", exc)
+            raise CacheUnavailable(repr(exc)) from exc
         except BaseException:
             breaker.abandon_probe()
             raise

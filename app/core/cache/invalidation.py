@@ -9,8 +9,15 @@ import logging
 from app.core.cache.backend import CacheUnavailable
 from app.core.cache.guard import GuardedBackend
 from app.core.cache.metrics import CACHE_INVALIDATIONS
+from app.core.errors import ServiceUnavailable
 
 logger = logging.getLogger(__package__)
+
+
+class CacheWriteRefused(ServiceUnavailable):
+    """The cache could not be invalidated before the commit, so the change was not made; try again shortly."""
+
+    code = "CacheWriteRefused"
 
 
 class Invalidations:
@@ -49,16 +56,19 @@ class Invalidations:
         self._pending.difference_update(keys)
         return True
 
-    async def tombstone(self, keys: list[tuple[str, bool]]) -> bool:
+    async def tombstone(self, keys: list[tuple[str, bool]], confirm_ms: int = 0) -> bool:
         """Put tombstones in the place of `keys` (key, is a hash): until the deletion after the commit, no reader
-        in any process is served these keys or fills them. False if the backend did not answer."""
+        in any process is served these keys or fills them. False if the backend did not answer (or no replica
+        confirmed them within `confirm_ms`, where a failover could promote one)."""
         guard = self._guard
         if not guard.enabled or not keys:
             return True
         ttl_ms = int(guard.settings.cache_tombstone_ttl * 1000)
         try:
-            await guard.call(guard.backend.tombstone(keys, ttl_ms), patient=True)
-        except CacheUnavailable:
+            await guard.call(guard.backend.tombstone(keys, ttl_ms, confirm_ms), patient=True)
+        except CacheUnavailable as exc:
+            CACHE_INVALIDATIONS.labels("tombstone_failed").inc()
+            logger.debug("cache: tombstones not placed: %s", exc)
             return False
         return True
 

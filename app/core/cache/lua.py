@@ -1,7 +1,8 @@
 """The Lua scripts that make each lease, fill, release, store and tombstone one atomic operation on Redis.
 
-Each script touches one key (KEYS[1]), so they also run on Redis Cluster. ARGV[1] is the hash field, or '' for a
-string key. The markers' formats are those of `backend.py`.
+Each script but the tombstone touches one key (KEYS[1]); the tombstone touches the keys of one write, which share a
+hash slot on Redis Cluster (they carry the user's id as hash tag), so every script runs there too. ARGV[1] is the
+hash field, or '' for a string key. The markers' formats are those of `backend.py`.
 """
 
 from __future__ import annotations
@@ -114,14 +115,16 @@ return 1
 """
 )
 
-# ARGV: '1' for a hash, '0' for a string key; the tombstone's TTL (ms).
+# KEYS: the write's keys (one hash slot). ARGV: the tombstones' TTL (ms), then '1' (a hash) or '0' per key.
 TOMBSTONE = """
-redis.call('DEL', KEYS[1])
-if ARGV[1] == '1' then
-  redis.call('HSET', KEYS[1], '__tomb__', '{"__tomb__":1}')
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], '{"__tomb__":1}', 'PX', ARGV[2])
+for i, key in ipairs(KEYS) do
+  redis.call('DEL', key)
+  if ARGV[i + 1] == '1' then
+    redis.call('HSET', key, '__tomb__', '{"__tomb__":1}')
+    redis.call('PEXPIRE', key, ARGV[1])
+  else
+    redis.call('SET', key, '{"__tomb__":1}', 'PX', ARGV[1])
+  end
 end
-return 1
+return #KEYS
 """

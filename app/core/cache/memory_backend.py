@@ -207,7 +207,7 @@ class MemoryBackend:
         self._write(key, None, value, ttl)
         return True
 
-    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int) -> None:
+    async def tombstone(self, keys: list[tuple[str, bool]], ttl_ms: int, confirm_ms: int = 0) -> None:
         for key, is_hash in keys:
             self._drop(key)
             self._write(key, TOMB_FIELD if is_hash else None, TOMBSTONE, ttl_ms / 1000)
