@@ -55,7 +55,10 @@ def _blank_is_none(value: str) -> str | None:
 EntryLabel = Annotated[str, StringConstraints(max_length=50), AfterValidator(storable), AfterValidator(_entry_label)]
 # A group label of the contact (`labels`): what `?label=` and `/labels` speak.
 GroupLabel = Annotated[
-    str, StringConstraints(min_length=1, max_length=100), AfterValidator(storable), AfterValidator(_group_label)
+    str,
+    StringConstraints(min_length=1, max_length=100, pattern=r"\S"),
+    AfterValidator(storable),
+    AfterValidator(_group_label),
 ]
 # Digits with the usual separators, optionally "+" and "(" first, ending with a digit or ")", an optional extension;
 # spaces or tabs around it are allowed and removed.
@@ -96,6 +99,9 @@ class PhoneEntry(StrictModel):
 
 
 class AddressEntry(StrictModel):
+    """A postal address; one with no part filled in (street, locality, region, postal_code, country: blank counts
+    as empty) is left out of the contact rather than refused."""
+
     label: EntryLabel | None = None
     street: Street | None = None
     locality: Locality | None = None
@@ -132,10 +138,9 @@ def _distinct_emails(entries: list[EmailEntry]) -> list[EmailEntry]:
     return entries
 
 
-def _addresses_not_empty(entries: list[AddressEntry]) -> list[AddressEntry]:
-    if any(all(getattr(entry, part) is None for part in ADDRESS_PARTS) for entry in entries):
-        raise ValueError(f"an address needs at least one of {', '.join(ADDRESS_PARTS)}")
-    return entries
+def _without_blank_addresses(entries: list[AddressEntry]) -> list[AddressEntry]:
+    """An address with no part filled in (a form's empty row) is left out, not refused: there is nothing to keep."""
+    return [entry for entry in entries if any(getattr(entry, part) is not None for part in ADDRESS_PARTS)]
 
 
 def _distinct_labels(labels: list[str]) -> list[str]:
@@ -149,7 +154,7 @@ Phones = Annotated[list[PhoneEntry], Field(max_length=MAX_ENTRIES), AfterValidat
 Addresses = Annotated[
     list[AddressEntry],
     Field(max_length=MAX_ENTRIES),
-    AfterValidator(_addresses_not_empty),
+    AfterValidator(_without_blank_addresses),
     AfterValidator(_one_primary),
 ]
 Urls = Annotated[list[UrlEntry], Field(max_length=MAX_ENTRIES)]

@@ -129,7 +129,10 @@ async def list_contacts(
     favorite: Annotated[bool | None, Query(description="Only favorites (true) or only the others (false)")] = None,
     cursor: Annotated[
         str | None,
-        Query(max_length=MAX_CURSOR_LENGTH, description="The `next_cursor` of the previous page (same query, no skip)"),
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            description="The `next_cursor` of the previous page (same query, no skip; empty: the first page)",
+        ),
     ] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
@@ -147,7 +150,7 @@ async def list_contacts(
         sort=sort,
         label=label,
         favorite=favorite,
-        cursor=cursor,
+        cursor=cursor or None,
         secret=request.app.state.settings.jwt_key,
     )
     return _list_response(raw, if_none_match)

@@ -31,7 +31,7 @@ ChangeToken = Annotated[
     str | None,
     Query(
         max_length=100,
-        description="The `next_token` of your last page; leave it out to start from the beginning.",
+        description="The `next_token` of your last page; leave it out (or empty) to start from the beginning.",
     ),
 ]
 
@@ -51,7 +51,9 @@ async def list_trash(
     request: Request,
     skip: Skip = 0,
     limit: Limit = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="A page's `next_cursor`: the page after")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="A page's `next_cursor`: the page after (empty: the first page)")
+    ] = None,
 ) -> Response:
     """Your deleted contacts, most recently deleted first, each with its `deleted_at`, in the contact list's page
     shape (`next_cursor` continues after the page). They are purged for good `TRASH_RETENTION_DAYS` (30) days
@@ -64,14 +66,15 @@ async def list_trash(
 @router.post("/{contact_id}/restore", response_model=ContactRead, responses=errors(401, 403, 429, 404))
 async def restore_contact(contact_id: ContactId, user: ContactsUser, session: SessionDep) -> dict[str, object]:
     """Bring a contact back from the trash, whole (every field as it was, a new `etag`). A restore is never
-    refused because another contact holds one of its emails meanwhile. 404 if it is not in your trash."""
+    refused because another contact holds one of its emails meanwhile. A contact that is not in the trash (a
+    restore retried after it succeeded) is answered as it is, unchanged. 404 if you have no such contact."""
     return await trash.restore_contact(session, contact_id, user.id)
 
 
-@router.delete("/trash/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 429, 404))
+@router.delete("/trash/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 429, 404, 409))
 async def purge_contact(contact_id: ContactId, user: ContactsUser, session: SessionDep) -> None:
-    """Delete a contact of your trash for good. The change feed reports it as a delete. 404 if it is not in your
-    trash."""
+    """Delete a contact of your trash for good. The change feed reports it as a delete. 409 `ContactNotInTrash`
+    if the contact is live (delete it first: nothing is lost by mistake), 404 if you have no such contact."""
     await trash.purge_contact(session, contact_id, user.id)
 
 
@@ -91,7 +94,7 @@ async def list_changes(
     `InvalidChangeToken`: start over without `since`. Polling with nothing new costs no database query."""
     settings: Settings = request.app.state.settings
     async with read_session(request) as session:
-        return _json(await changes.get_changes_json(session, settings, user.id, since, limit))
+        return _json(await changes.get_changes_json(session, settings, user.id, since or None, limit))
 
 
 class _BatchRoute(APIRoute):

@@ -112,4 +112,7 @@ class BatchError(BaseModel):
 
     error: str
     detail: object
-    index: int | None = Field(description="The failing operation's position in `operations`")
+    index: int | None = Field(
+        default=None,
+        description="The failing operation's position in `operations` (absent when the batch itself is refused)",
+    )

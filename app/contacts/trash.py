@@ -23,7 +23,7 @@ from app.contacts.sync_schemas import trashed_json
 from app.core.cache import Kind, cache, dumps
 from app.core.config import Settings
 from app.core.db import Database, commit, utcnow
-from app.core.errors import NotFound
+from app.core.errors import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ class TrashedContactNotFound(NotFound):
     """No such contact in your trash."""
 
     code = "TrashedContactNotFound"
+
+
+class ContactNotInTrash(Conflict):
+    """The contact is in your address book, not in the trash: DELETE /contacts/{id} moves it there first."""
+
+    code = "ContactNotInTrash"
 
 
 def _invalidate_around_commit(db: AsyncSession, user_id: int, contact_ids: list[int]) -> None:
@@ -74,7 +80,7 @@ async def get_trash_json(
     """A page of the trash, most recently deleted first, with a `next_cursor` that continues after it. The first
     page is cached as a field of the user's list hash, which every contact write (trash and restore included)
     invalidates around its commit."""
-    after = decode_cursor(settings, user_id, cursor) if cursor is not None else None
+    after = decode_cursor(settings, user_id, cursor) if cursor else None
 
     async def load() -> dict[str, Any]:
         rows, total, more = await repository.trash_page(db, user_id, skip, limit, after)
@@ -101,7 +107,11 @@ async def get_trash_json(
 
 async def restore_contact(db: AsyncSession, contact_id: int, user_id: int) -> dict[str, Any]:
     """Bring a contact back from the trash as it was: a change (new version and change number). Never refused
-    for an email another live contact holds meanwhile: nothing of the contact is lost."""
+    for an email another live contact holds meanwhile: nothing of the contact is lost. Restoring a contact that
+    is not in the trash (a retried restore) changes nothing and answers it as it is."""
+    live = await contacts_repository.get_row(db, contact_id, user_id)
+    if live is not None:
+        return contact_json(live)
     change_seq = await contacts_repository.take_change_seq(db, user_id, contacts_delta=1)
     row = await repository.restore(db, contact_id, user_id, change_seq)
     if row is None:
@@ -115,6 +125,8 @@ async def purge_contact(db: AsyncSession, contact_id: int, user_id: int) -> None
     change_seq = await contacts_repository.take_change_seq(db, user_id)
     purged = await repository.purge(db, user_id, [contact_id])
     if not purged:
+        if await contacts_repository.get_row(db, contact_id, user_id) is not None:
+            raise ContactNotInTrash
         raise TrashedContactNotFound
     await repository.add_tombstones(db, user_id, purged, change_seq)
     _invalidate_around_commit(db, user_id, [contact_id])

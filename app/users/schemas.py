@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints, WithJsonSchema
 
 from app.auth.schemas import AccountView, Role, TokenString
 from app.core.schemas import MAX_PASSWORD_BYTES, Email, Password, StrictModel
@@ -21,13 +21,18 @@ class UserRead(AccountView):
 
 
 def _region(value: str) -> str:
-    region = value.upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
+    if value not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError("must be an ISO 3166 alpha-2 region with a telephone numbering plan, e.g. US, GB, FR")
-    return region
+    return value
 
 
-Region = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(_region)]
+# The schema lists exactly the regions accepted (upper case, as ISO 3166 writes them), so that a client can offer
+# them as a choice and nothing the schema allows is refused.
+Region = Annotated[
+    str,
+    AfterValidator(_region),
+    WithJsonSchema({"type": "string", "enum": sorted(phonenumbers.SUPPORTED_REGIONS)}),
+]
 
 
 class UserSettingsUpdate(StrictModel):

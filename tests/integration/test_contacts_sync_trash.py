@@ -106,23 +106,53 @@ async def test_restore_is_not_refused_for_an_email_another_contact_took_meanwhil
     assert listed["total"] == 2
 
 
-async def test_restore_or_purge_of_a_live_missing_or_foreign_contact_answers_404(client, headers, db, settings):
+async def test_restore_of_a_live_contact_changes_nothing_and_answers_it(client, headers):
+    """A restore retried after it succeeded (or of a contact never deleted) is not an error: nothing changes."""
+    live = await create(client, headers, {"first_name": "Live"})
+    feed = (await client.get(f"{API}/contacts/changes", headers=headers)).json()
+
+    response = await client.post(f"{API}/contacts/{live['id']}/restore", headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == live
+    after = (await client.get(f"{API}/contacts/changes", headers=headers, params={"since": feed["next_token"]})).json()
+    assert after["changes"] == []
+
+
+async def test_restore_or_purge_of_a_missing_or_foreign_contact_answers_404(client, headers, db, settings):
     live = await create(client, headers, {"first_name": "Live"})
     intruder = await make_user(db, settings)
     theirs = await create(client, auth_headers(settings, intruder), {"first_name": "Theirs"})
     await client.delete(f"{API}/contacts/{theirs['id']}", headers=auth_headers(settings, intruder))
 
-    for contact_id in (live["id"], theirs["id"], 999_999):
+    for contact_id in (theirs["id"], 999_999):
         assert_error(
             await client.post(f"{API}/contacts/{contact_id}/restore", headers=headers), 404, "TrashedContactNotFound"
         )
+    for contact_id in (theirs["id"], 999_999):
         assert_error(
             await client.delete(f"{API}/contacts/trash/{contact_id}", headers=headers), 404, "TrashedContactNotFound"
         )
+    assert_error(await client.delete(f"{API}/contacts/trash/{live['id']}", headers=headers), 409, "ContactNotInTrash")
 
     assert (await client.get(f"{API}/contacts/{live['id']}", headers=headers)).status_code == 200
     their_trash = await trash_of(client, auth_headers(settings, intruder))
     assert [item["id"] for item in their_trash["items"]] == [theirs["id"]]
+
+
+async def test_an_empty_cursor_or_token_is_the_first_page(client, headers):
+    await create(client, headers, {"first_name": "Ada"})
+    trashed = await create(client, headers, {"first_name": "Bob"})
+    await client.delete(f"{API}/contacts/{trashed['id']}", headers=headers)
+
+    first = (await client.get(f"{API}/contacts", headers=headers)).json()
+    assert (await client.get(f"{API}/contacts", headers=headers, params={"cursor": ""})).json() == first
+    trash_first = (await client.get(f"{API}/contacts/trash", headers=headers)).json()
+    assert (await client.get(f"{API}/contacts/trash", headers=headers, params={"cursor": ""})).json() == trash_first
+    feed = (await client.get(f"{API}/contacts/changes", headers=headers)).json()
+    assert (await client.get(f"{API}/contacts/changes", headers=headers, params={"since": ""})).json() == feed
+    assert [item["first_name"] for item in first["items"]] == ["Ada"]
+    assert [item["first_name"] for item in trash_first["items"]] == ["Bob"]
 
 
 async def test_purge_deletes_the_row_and_leaves_a_tombstone(client, headers, db, owner):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import phonenumbers
 import pytest
 from sqlalchemy import select, update
 
@@ -115,7 +116,6 @@ async def test_create_with_every_v2_field_returns_them_spelled_consistently(clie
         ({"email": "a@x.example", "emails": [{"value": "b@x.example"}]}, None),
         ({"email": None, "emails": [{"value": "b@x.example"}]}, None),
         ({"phone": "+1 555 0100", "phones": [{"value": "+1 555 0199"}]}, None),
-        ({"addresses": [{"label": "home"}]}, "addresses"),
         ({"labels": ["   "]}, "labels"),
         ({"labels": ["x" * 101]}, "labels"),
         ({"emails": [{"value": f"a{n}@x.example"} for n in range(21)]}, "emails"),
@@ -265,6 +265,17 @@ async def test_vcard_properties_survive_every_rest_write(client, db, owner, head
     assert (await row(db, contact["id"]))["vcard_extra"] == extra
 
 
+async def test_an_address_with_no_part_filled_in_is_left_out(client, headers):
+    body = await create(
+        client,
+        headers,
+        first_name="Ada",
+        addresses=[{"label": "home", "street": "  "}, {}, {"locality": "Paris", "label": "work"}],
+    )
+
+    assert [(a["label"], a["locality"], a["primary"]) for a in body["addresses"]] == [("work", "Paris", True)]
+
+
 # -- phones ------------------------------------------------------------------------------------------------------
 
 
@@ -272,7 +283,7 @@ async def test_national_number_is_read_in_the_users_region_and_kept_after_a_regi
     no_region = await create(client, headers, first_name="A", phone="(650) 253-0000")
     assert no_region["phones"][0]["e164"] is None  # no region yet: kept as entered, not refused
 
-    settings_response = await client.patch(f"{API}/users/me", json={"default_region": "us"}, headers=headers)
+    settings_response = await client.patch(f"{API}/users/me", json={"default_region": "US"}, headers=headers)
     assert settings_response.status_code == 200, settings_response.text
     assert settings_response.json()["default_region"] == "US"
     us = await create(client, headers, first_name="B", phone="(650) 253-0000")
@@ -304,9 +315,18 @@ async def test_default_phone_region_setting_is_the_fallback(client, app, db, set
 
 
 async def test_unknown_default_region_returns_422(client, headers):
-    response = await client.patch(f"{API}/users/me", json={"default_region": "ZZ"}, headers=headers)
+    for region in ("ZZ", "us", "00", "USA"):
+        response = await client.patch(f"{API}/users/me", json={"default_region": region}, headers=headers)
 
-    assert response.status_code == 422, response.text
+        assert response.status_code == 422, response.text
+
+
+async def test_the_schema_lists_exactly_the_accepted_regions(client):
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["UserSettingsUpdate"]
+    listed = next(choice for choice in schema["properties"]["default_region"]["anyOf"] if "enum" in choice)["enum"]
+
+    assert "ZZ" not in listed
+    assert set(listed) == phonenumbers.SUPPORTED_REGIONS
 
 
 # -- uid ---------------------------------------------------------------------------------------------------------

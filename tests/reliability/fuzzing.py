@@ -10,6 +10,7 @@ and `ensure_resource_availability` apply. Findings are collected rather than rai
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ SCHEMA_VIOLATIONS = frozenset(
     }
 )
 ADMIN_USER_ROUTE = "/api/v1/admin/users/{user_id}"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 # Refusals of well-formed requests that the operation documents and that no schema can foresee: a token that is
 # not one the service issued, a wrong current password, a file that is not an image.
 SEMANTIC_REFUSALS = {
@@ -49,7 +52,12 @@ SEMANTIC_REFUSALS = {
     "PUT /api/v1/users/me/password": [400],
     "PUT /api/v1/users/me/avatar": [413, 415],
 }
-DEFAULT_ACCEPTANCE = ["2xx", "3xx", 401, 403, 404, 409, 429, "5xx"]
+# 412: an If-Match (header or batch `if_match`) that names another version than the current one, which a schema
+# cannot know.
+DEFAULT_ACCEPTANCE = ["2xx", "3xx", 401, 403, 404, 409, 412, 429, "5xx"]
+# Opaque tokens the service hands out (a list's `next_cursor`, the change feed's `next_token`): one made up is
+# refused (400), which no schema can describe. Empty means "from the start" and is judged.
+OPAQUE_TOKENS = frozenset({"cursor", "since"})
 EARLIEST_BIRTHDAY = date(1800, 1, 1)
 
 
@@ -63,24 +71,56 @@ def _storable(value: str) -> bool:
     return True
 
 
+def _consistent_entries(body: dict[str, Any]) -> bool:
+    """A contact body's cross-field rules: `email`/`phone` sent beside their list agree with its primary entry, a
+    list has at most one primary entry, an email is listed once."""
+    for single, plural in (("email", "emails"), ("phone", "phones")):
+        entries = body.get(plural)
+        if single in body and isinstance(entries, list):
+            marked = [e.get("value") for e in entries if isinstance(e, dict) and e.get("primary") is True]
+            primary = marked[0] if marked else next((e.get("value") for e in entries if isinstance(e, dict)), None)
+            if str(body[single] or "").lower() != str(primary or "").lower():
+                return False
+    for name in ("emails", "phones", "addresses"):
+        entries = body.get(name)
+        if isinstance(entries, list) and sum(isinstance(e, dict) and e.get("primary") is True for e in entries) > 1:
+            return False
+    emails = body.get("emails")
+    if isinstance(emails, list):
+        values = [str(e.get("value")).lower() for e in emails if isinstance(e, dict)]
+        if len(values) != len(set(values)):
+            return False
+    return True
+
+
 def _within_expressible_constraints(value: Any, key: str | None = None) -> bool:
     """False for data that JSON Schema cannot describe the server's refusal of, so that `positive_data_acceptance`
     judges only what the schema can say: text no database can store (NUL, lone surrogates), birthdays outside
-    1800..today, passwords over 1024 bytes (the schema counts characters), addresses that are RFC 5322-valid but
-    not deliverable (reserved domains such as .test)."""
+    1800..today and anniversaries before 1800, passwords over 1024 bytes (the schema counts characters), addresses
+    that are RFC 5322-valid but not deliverable (reserved domains such as .test), a contact's cross-field rules
+    (see _consistent_entries), and made-up opaque tokens."""
     if isinstance(value, dict):
-        return all(_within_expressible_constraints(item, str(name)) for name, item in value.items())
+        if not _consistent_entries(value):
+            return False
+        # An entry of `emails` holds its address under `value`.
+        names = {"value": "email"} if key == "emails" else {}
+        return all(
+            _within_expressible_constraints(item, names.get(str(name), str(name))) for name, item in value.items()
+        )
     if isinstance(value, list):
         return all(_within_expressible_constraints(item, key) for item in value)
     if not isinstance(value, str):
         return True
     if not _storable(value):
         return False
-    if key == "birthday":
+    if key in OPAQUE_TOKENS and value:
+        return False
+    if key in ("birthday", "anniversary"):
         try:
-            return EARLIEST_BIRTHDAY <= date.fromisoformat(value) <= date.today()
+            day = date.fromisoformat(value)
         except ValueError:
             return True  # not a date at all: negative data, which the server must refuse
+        return EARLIEST_BIRTHDAY <= day and (key == "anniversary" or day <= date.today())
     if key in ("password", "new_password", "current_password"):
         return len(value.encode("utf-8")) <= 1024
     if key == "email":
@@ -148,6 +188,7 @@ class SchemaFuzzer:
         self.session.hooks["response"].append(self._on_response)
         self.schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=self._config())
         self._rotation = itertools.cycle(sorted(identities))
+        self._keys = itertools.count(1)
         self._identity_of: dict[str, str] = {}
         # The identity of the running stateful scenario (one per scenario: a contact created by one user is, by
         # design, not found by another, which `ensure_resource_availability` would report).
@@ -192,7 +233,12 @@ class SchemaFuzzer:
             }
             for label, statuses in SEMANTIC_REFUSALS.items()
         ]
-        return schemathesis.Config.from_dict({"operations": operations})
+        return schemathesis.Config.from_dict(
+            {
+                "checks": {"positive_data_acceptance": {"expected-statuses": DEFAULT_ACCEPTANCE}},
+                "operations": operations,
+            }
+        )
 
     def _install_check_counter(self) -> None:
         @self.schema.hook("after_validate")
@@ -211,7 +257,12 @@ class SchemaFuzzer:
 
     def _guard(self, case: Any) -> None:
         """The run's own accounts stay as they are: an administrator's PATCH or DELETE aimed at one of them (a
-        link from GET /users/me makes that likely) goes to an absent id instead."""
+        link from GET /users/me makes that likely) goes to an absent id instead. A well-formed Idempotency-Key is
+        made unique to its case: generated keys repeat ("0", "A"), and a key reused with another body is refused
+        (422, as documented), which no schema can foresee; malformed keys are sent as generated."""
+        key = (case.headers or {}).get(IDEMPOTENCY_HEADER)
+        if isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key):
+            case.headers[IDEMPOTENCY_HEADER] = f"{key[:200]}-{next(self._keys)}"
         if case.operation.path.endswith(ADMIN_USER_ROUTE) and case.method.upper() in ("PATCH", "DELETE"):
             parameters = case.path_parameters or {}
             if str(parameters.get("user_id")) in {str(i) for i in self.protected_user_ids}:

@@ -65,11 +65,13 @@ def _clear_unavailable(call: Call) -> bool:
 
 async def _lost_writes(workload: Workload, dsn: str) -> list[str]:
     """Every acknowledged write must be in the database: each contact holds its last acknowledged version, or a
-    later one whose request failed (and may have committed all the same); each acknowledged deletion holds."""
+    later one whose request failed (and may have committed all the same); each acknowledged deletion holds (the
+    contact is in the trash, `deleted_at` set, or gone)."""
     connection = await asyncpg.connect(dsn)
     try:
         rows = await connection.fetch(
-            "SELECT id, first_name, email, phone, notes FROM contacts WHERE id = ANY($1::bigint[])",
+            "SELECT id, first_name, email, phone, notes FROM contacts"
+            " WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL",
             list(workload.contacts),
         )
     finally:
