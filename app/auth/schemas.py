@@ -35,6 +35,9 @@ class AuthUser(AccountView):
     non-secret)."""
 
     token_version: int
+    # The owner's own setting, shown by GET /users/me; required, so that a cached principal written before the
+    # field existed is read again from the database rather than shown without it.
+    default_region: str | None
 
 
 TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]

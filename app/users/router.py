@@ -25,9 +25,9 @@ admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-@router.get("/me", response_model=UserRead, responses=errors(401, 403))
+@router.get("/me", response_model=UserSettingsRead, responses=errors(401, 403))
 async def read_me(user: CurrentUser) -> AuthUser:
-    """The authenticated user."""
+    """The authenticated user, with your own settings (`default_region`)."""
     return user
 
 

@@ -271,7 +271,8 @@ async def test_read_me_returns_profile_without_password_hash(client, db, setting
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == USER_FIELDS
+    assert set(body) == USER_FIELDS | {"default_region"}
+    assert body["default_region"] is None
     assert (body["id"], body["email"], body["role"]) == (user.id, "ann@example.com", "admin")
     assert (body["is_active"], body["is_verified"], body["avatar_url"]) == (True, True, None)
     assert body["created_at"]

@@ -762,3 +762,24 @@ async def test_deep_pages_and_later_pages_of_a_search_are_served_from_the_databa
     assert [item["id"] for item in first_of_search.json()["items"]] == [ids[0]]
     fields = await list_fields(redis_client, user.id)
     assert fields == {f"list:{deep_skip - 1}:5:": last_cached.json(), "list:0:1:name": first_of_search.json()}
+
+
+async def test_a_cached_user_without_default_region_is_read_again_from_the_database(
+    client: httpx.AsyncClient, db: AsyncSession, settings: Settings, redis_client: Redis
+) -> None:
+    """A `user:{id}` value written before `default_region` was cached (an older release) is not shown as if the
+    user had none: it fails validation and the database answers."""
+    user = await make_user(db, settings)
+    await users_service.update_user(db, user, default_region="FR")
+    await core_db.commit(db)
+    headers = auth_headers(settings, user)
+    assert (await client.get(f"{API}/users/me", headers=headers)).json()["default_region"] == "FR"
+    cached = await stored_json(redis_client, f"user:{user.id}")
+    assert cached["default_region"] == "FR"
+    del cached["default_region"]
+    await redis_client.set(f"user:{user.id}", json.dumps(cached))
+
+    response = await client.get(f"{API}/users/me", headers=headers)
+
+    assert response.status_code == 200
+    assert response.json()["default_region"] == "FR"

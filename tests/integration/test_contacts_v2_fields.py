@@ -286,6 +286,7 @@ async def test_national_number_is_read_in_the_users_region_and_kept_after_a_regi
     settings_response = await client.patch(f"{API}/users/me", json={"default_region": "US"}, headers=headers)
     assert settings_response.status_code == 200, settings_response.text
     assert settings_response.json()["default_region"] == "US"
+    assert (await client.get(f"{API}/users/me", headers=headers)).json()["default_region"] == "US"
     us = await create(client, headers, first_name="B", phone="(650) 253-0000")
     await client.patch(f"{API}/users/me", json={"default_region": "GB"}, headers=headers)
     relabelled = await client.patch(

@@ -16,7 +16,18 @@ logger = logging.getLogger(__package__)  # one logger for the whole cache: "app.
 
 # Non-secret user fields that may be cached. Anything else (password hashes, tokens) is dropped.
 USER_CACHE_FIELDS = frozenset(
-    {"id", "email", "role", "is_active", "is_verified", "avatar_url", "created_at", "updated_at", "token_version"}
+    {
+        "id",
+        "email",
+        "role",
+        "is_active",
+        "is_verified",
+        "avatar_url",
+        "created_at",
+        "updated_at",
+        "token_version",
+        "default_region",
+    }
 )
 
 
