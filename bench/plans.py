@@ -17,8 +17,9 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from app.contacts import repository
+from app.contacts import queries
 from app.contacts.models import birthday_key
+from app.contacts.queries import ListQuery
 from app.contacts.service import birthday_window
 from bench.seed import SEARCH_TERM
 
@@ -47,12 +48,15 @@ async def capture(database_url: str, user_id: int, size: int) -> list[Statement]
     try:
         async with AsyncSession(engine) as session:
             calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-                ("list", lambda: repository.list_page(session, user_id, 0, PAGE)),
-                ("deep page", lambda: repository.list_page(session, user_id, max(0, size - PAGE), PAGE)),
-                ("search", lambda: repository.list_page(session, user_id, 0, PAGE, SEARCH_TERM)),
+                ("list", lambda: queries.page_by_skip(session, user_id, ListQuery(), 0, PAGE)),
+                (
+                    "deep page",
+                    lambda: queries.page_by_skip(session, user_id, ListQuery(), max(0, size - PAGE), PAGE),
+                ),
+                ("search", lambda: queries.page_by_skip(session, user_id, ListQuery(q=SEARCH_TERM), 0, PAGE)),
                 (
                     "birthdays",
-                    lambda: repository.birthdays_page(
+                    lambda: queries.birthdays_page(
                         session, user_id, *birthday_window(today, 7), birthday_key(today) or 0, 0, PAGE
                     ),
                 ),

@@ -180,7 +180,7 @@ class Revisions(Bench):
         start = time.perf_counter()
         self.redis.flushdb()
         hashed = seed.hash_password_once(self.secret)
-        rows = seed.contact_rows(plan, check=False)
+        rows = seed.contact_rows(plan, check=False, shape="v1")
         check_migrations(self.base.root, self.new.root)
         asyncio.run(seed.create_postgres(self.pg_admin, self.database))
         self.run_cli(self.base, "migrate")

@@ -10,6 +10,7 @@ scattered over the heap rather than stored side by side), and `search_text` / `b
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import time
@@ -23,6 +24,7 @@ import asyncpg  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
 from app.auth.tokens import access_token
+from app.contacts.entries import e164
 from app.contacts.models import birthday_key, search_text
 from app.core.config import Settings
 from app.core.db import create_engine
@@ -149,73 +151,162 @@ async def drop_postgres(admin_dsn: str, database: str) -> None:
         await connection.close()
 
 
-CONTACT_COLUMNS = (
+# The columns of a contact in the schema before model v2 (the revisions harness seeds an older tree's schema,
+# which the newer tree's migrations then carry over) and in today's.
+V1_COLUMNS = ("user_id", "first_name", "last_name", "email", "phone", "birthday", "birthday_key", "search_text")
+V2_COLUMNS = (
+    "id",
     "user_id",
+    "uid",
     "first_name",
     "last_name",
+    "organization",
     "email",
     "phone",
+    "emails",
+    "phones",
+    "addresses",
+    "labels",
+    "favorite",
     "birthday",
     "birthday_key",
     "search_text",
+    "change_seq",
 )
+BENCH_LABELS = ("family", "work", "friends", "school", "neighbours")
+ORGANIZATIONS = ("Analytical Engines", "Bletchley Park", "Bell Labs", "Xerox PARC", "CERN", None, None)
+CITIES = ("London", "Paris", "Berlin", "Lagos", "Tokyo", "Lima", "Pune", "Oslo")
 
 
-def contact_rows(plan: DataPlan, check: bool = True) -> list[tuple[Any, ...]]:
-    """Every contact of the plan, in CONTACT_COLUMNS order, shuffled (deterministically) across users.
+@dataclass
+class Rows:
+    """Contact rows in `columns` order, shuffled across users, and (v2) the lookup tables the repository mirrors
+    from them: `emails` (contact_id, value_lower, user_id) and `labels` (contact_id, name, user_id)."""
 
-    Names, phone and birthday derive from a hash of (user, n); a third of the contacts have no birthday.
-    `search_text` and `birthday_key` are what app/contacts/models.py computes (checked on a sample below, unless
-    `check` is off: rows loaded into an older revision's schema, which a later migration converts)."""
+    columns: tuple[str, ...]
+    contacts: list[tuple[Any, ...]]
+    emails: list[tuple[int, str, int]] = field(default_factory=list)
+    labels: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.contacts)
+
+
+def contact_rows(plan: DataPlan, check: bool = True, shape: str = "v2") -> Rows:
+    """Every contact of the plan, shuffled (deterministically) across users.
+
+    Names, phones and birthday derive from a hash of (user, n); a third of the contacts have no birthday. In the
+    v2 shape each contact is as rich as a phone's: two emails (home, work), two phones (mobile with its E.164
+    form, work), a home address, an organisation for most, a label for most, a favourite in ten; ids follow the
+    shuffled order (each user's rows scattered over the heap) and each user's change numbers follow the ids.
+    `search_text`, `birthday_key` and `e164` are what the app computes (checked on a sample unless `check` is
+    off)."""
     nf, nl = len(FIRST_NAMES), len(LAST_NAMES)
     first_lower = [name.lower() for name in FIRST_NAMES]
     last_lower = [name.lower() for name in LAST_NAMES]
     days = [EPOCH + timedelta(days=k) for k in range(29000)]
     keys = [birthday_key(day) for day in days]
     crc32 = zlib.crc32
-    rows: list[tuple[Any, ...]] = []
-    append = rows.append
+    drafts: list[tuple[int, int, int]] = []  # (user, n, hash)
     for first, last, per_user in plan.spec():
         for uid in range(first, last + 1):
             prefix = f"{uid}:"
-            for n in range(1, per_user + 1):
-                h = crc32((prefix + str(n)).encode()) & 0x7FFFFFFF
-                fi, li = h % nf, (h // nf) % nl
-                email = f"{first_lower[fi]}.{last_lower[li]}.{n}@example.com"
-                if (h // 7919) % 3 == 0:
-                    birthday, key = None, None
-                else:
-                    k = (h // 13) % 29000
-                    birthday, key = days[k], keys[k]
-                append(
-                    (
-                        uid,
-                        FIRST_NAMES[fi],
-                        LAST_NAMES[li],
-                        email,
-                        f"+1 555 {h % 10_000_000:07d}",
-                        birthday,
-                        key,
-                        f"{first_lower[fi]} {last_lower[li]} {email}",
-                    )
-                )
-    for row in rows[:: max(1, len(rows) // 1000)] if check else ():
-        assert row[7] == search_text(row[1], row[2], row[3]), row
-        assert row[6] == birthday_key(row[5]), row
-    random.Random(20261127).shuffle(rows)
+            drafts.extend((uid, n, crc32((prefix + str(n)).encode()) & 0x7FFFFFFF) for n in range(1, per_user + 1))
+    random.Random(20261127).shuffle(drafts)
+    rows = Rows(V1_COLUMNS if shape == "v1" else V2_COLUMNS, [])
+    seq: dict[int, int] = {}
+    for position, (uid, n, h) in enumerate(drafts, start=1):
+        fi, li = h % nf, (h // nf) % nl
+        first_name, last_name = FIRST_NAMES[fi], LAST_NAMES[li]
+        email = f"{first_lower[fi]}.{last_lower[li]}.{n}@example.com"
+        mobile = f"+1 202 {2 + h % 8}{h % 1_000_000:06d}"
+        if (h // 7919) % 3 == 0:
+            birthday, key = None, None
+        else:
+            k = (h // 13) % 29000
+            birthday, key = days[k], keys[k]
+        if shape == "v1":
+            text = f"{first_lower[fi]} {last_lower[li]} {email}"
+            rows.contacts.append((uid, first_name, last_name, email, mobile, birthday, key, text))
+            continue
+        work_email = f"{first_lower[fi]}.{n}@work.example"
+        organization = ORGANIZATIONS[(h // 31) % len(ORGANIZATIONS)]
+        emails = [
+            {"value": email, "label": "home", "primary": True},
+            {"value": work_email, "label": "work", "primary": False},
+        ]
+        phones: list[dict[str, Any]] = [
+            {"value": mobile, "e164": "+1202" + mobile[7:], "label": "mobile", "primary": True},
+            # A national number, entered without a region: kept as entered, no E.164 form.
+            {"value": f"(202) 555-{h % 10_000:04d}", "e164": None, "label": "work", "primary": False},
+        ]
+        addresses = [
+            {
+                "label": "home",
+                "street": f"{1 + h % 200} {last_name} Street",
+                "locality": CITIES[(h // 17) % len(CITIES)],
+                "region": None,
+                "postal_code": f"{h % 100_000:05d}",
+                "country": None,
+                "primary": True,
+            }
+        ]
+        labels = [BENCH_LABELS[(h // 5) % len(BENCH_LABELS)]] if h % 4 else []
+        seq[uid] = seq.get(uid, 0) + 1
+        text = search_text(
+            first_name,
+            last_name,
+            organization,
+            emails=[email, work_email],
+            phones=[part for phone in phones for part in (phone["value"], phone["e164"])],
+        )
+        rows.contacts.append(
+            (
+                position,
+                uid,
+                f"bench-{uid}-{n}",
+                first_name,
+                last_name,
+                organization,
+                email,
+                mobile,
+                json.dumps(emails),
+                json.dumps(phones),
+                json.dumps(addresses),
+                json.dumps(labels),
+                h % 10 == 0,
+                birthday,
+                key,
+                text,
+                seq[uid],
+            )
+        )
+        rows.emails += [(position, email, uid), (position, work_email, uid)]
+        rows.labels += [(position, label, uid) for label in labels]
+    for row in rows.contacts[:: max(1, len(rows) // 1000)] if check and shape == "v2" else ():
+        phones = json.loads(row[9])
+        assert [p["e164"] for p in phones] == [e164(p["value"], None) for p in phones], row
+        assert row[15] == search_text(
+            row[3],
+            row[4],
+            row[5],
+            emails=[e["value"] for e in json.loads(row[8])],
+            phones=[part for p in phones for part in (p["value"], p["e164"])],
+        ), row
+        assert row[14] == birthday_key(row[13]), row
     return rows
 
 
 # What the app keeps up to date contact by contact (app/contacts/repository.py), computed once for the bulk load:
 # the same statement as the migration that introduced the table.
-COUNT_CONTACTS = (
-    "INSERT INTO contact_counts (user_id, contacts) SELECT user_id, count(*) FROM contacts GROUP BY user_id"
-)
+COUNT_CONTACTS = {
+    "v1": "INSERT INTO contact_counts (user_id, contacts) SELECT user_id, count(*) FROM contacts GROUP BY user_id",
+    "v2": "INSERT INTO contact_counts (user_id, contacts, change_seq) "
+    "SELECT user_id, count(*), max(change_seq) FROM contacts GROUP BY user_id",
+}
 
 
-async def seed_postgres(
-    dsn: str, plan: DataPlan, hashed_password: str, rows: list[tuple[Any, ...]]
-) -> dict[str, float]:
+async def seed_postgres(dsn: str, plan: DataPlan, hashed_password: str, rows: Rows) -> dict[str, float]:
     """Fill the database (binary COPY, then the indexes); returns seconds per step."""
     steps: dict[str, float] = {}
     connection = await asyncpg.connect(dsn)
@@ -237,8 +328,16 @@ async def seed_postgres(
             plan.user_count,
         )
         await connection.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), $1)", plan.user_count)
-        await connection.copy_records_to_table("contacts", records=rows, columns=list(CONTACT_COLUMNS))
-        await connection.execute(COUNT_CONTACTS)
+        await connection.copy_records_to_table("contacts", records=rows.contacts, columns=list(rows.columns))
+        if rows.columns == V2_COLUMNS:
+            await connection.copy_records_to_table(
+                "contact_emails", records=rows.emails, columns=["contact_id", "value_lower", "user_id"]
+            )
+            await connection.copy_records_to_table(
+                "contact_labels", records=rows.labels, columns=["contact_id", "name", "user_id"]
+            )
+            await connection.execute("SELECT setval(pg_get_serial_sequence('contacts', 'id'), $1)", len(rows))
+        await connection.execute(COUNT_CONTACTS["v2" if rows.columns == V2_COLUMNS else "v1"])
         await connection.execute("RESET session_replication_role")
         steps["copy"] = time.perf_counter() - start
     finally:
@@ -290,7 +389,7 @@ async def bench_contacts_postgres(dsn: str, bench_users: int) -> dict[int, list[
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def seed_sqlite(path: Path, plan: DataPlan, hashed_password: str, rows: list[tuple[Any, ...]]) -> None:
+def seed_sqlite(path: Path, plan: DataPlan, hashed_password: str, rows: Rows) -> None:
     connection = sqlite3.connect(path)
     try:
         connection.execute("PRAGMA synchronous=OFF")
@@ -308,12 +407,26 @@ def seed_sqlite(path: Path, plan: DataPlan, hashed_password: str, rows: list[tup
                 for uid in range(1, plan.user_count + 1)
             ),
         )
+        columns = (*rows.columns, "created_at", "updated_at")
+        birthday = rows.columns.index("birthday")
         connection.executemany(
-            "INSERT INTO contacts (user_id, first_name, last_name, email, phone, birthday, birthday_key, "
-            "search_text, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((*row[:5], row[5].isoformat() if row[5] else None, *row[6:], stamp, stamp) for row in rows),
+            f"INSERT INTO contacts ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",  # noqa: S608 - our own column names
+            (
+                (
+                    *row[:birthday],
+                    row[birthday].isoformat() if row[birthday] else None,
+                    *row[birthday + 1 :],
+                    stamp,
+                    stamp,
+                )
+                for row in rows.contacts
+            ),
         )
-        connection.execute(COUNT_CONTACTS)
+        connection.executemany(
+            "INSERT INTO contact_emails (contact_id, value_lower, user_id) VALUES (?, ?, ?)", rows.emails
+        )
+        connection.executemany("INSERT INTO contact_labels (contact_id, name, user_id) VALUES (?, ?, ?)", rows.labels)
+        connection.execute(COUNT_CONTACTS["v2" if rows.columns == V2_COLUMNS else "v1"])
         connection.commit()
         for _, sql in indexes:
             connection.execute(sql)
@@ -323,9 +436,7 @@ def seed_sqlite(path: Path, plan: DataPlan, hashed_password: str, rows: list[tup
         connection.close()
 
 
-def prepare_sqlite(
-    path: Path, plan: DataPlan, jwt_secret: str, hashed_password: str, rows: list[tuple[Any, ...]]
-) -> float:
+def prepare_sqlite(path: Path, plan: DataPlan, jwt_secret: str, hashed_password: str, rows: Rows) -> float:
     """Create, migrate (the app's migrations) and fill a SQLite database file; seconds taken."""
     start = time.perf_counter()
     asyncio.run(migrate(f"sqlite+aiosqlite:///{path}", jwt_secret))
