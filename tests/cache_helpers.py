@@ -21,6 +21,7 @@ FULL_USER = {
     "created_at": "2026-01-02T03:04:05+00:00",
     "updated_at": "2026-01-02T03:04:05+00:00",
     "token_version": 2,
+    "default_region": "GB",
 }
 
 CONTACT = {
