@@ -36,6 +36,8 @@ from app.core.middleware import BodySizeLimit
 from app.core.openapi import document_body_errors, errors
 from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
+from app.interchange.router import IMPORT_PATH
+from app.interchange.router import router as interchange_router
 from app.users import service as users_service
 from app.users.account_router import router as account_router
 from app.users.router import admin_router
@@ -120,6 +122,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # Before the contact routes: `/contacts/{contact_id}` would take `trash`, `changes` and `batch` for ids.
     app.include_router(contacts_sync_router, prefix=API_PREFIX)
     app.include_router(contacts_batch_router, prefix=API_PREFIX)
+    app.include_router(interchange_router, prefix=API_PREFIX)
     app.include_router(contacts_router, prefix=API_PREFIX)
     app.include_router(contacts_labels_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
@@ -130,7 +133,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
-        larger={f"{API_PREFIX}/users/me/avatar": settings.avatar_max_bytes + 64 * 1024},
+        larger={
+            f"{API_PREFIX}/users/me/avatar": settings.avatar_max_bytes + 64 * 1024,
+            f"{API_PREFIX}{IMPORT_PATH}": settings.import_max_bytes + 64 * 1024,
+        },
     )
 
     @app.get("/health", tags=["ops"])

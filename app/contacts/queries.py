@@ -201,3 +201,13 @@ async def birthdays_page(
     else:
         rows = list((await session.execute(statement.order_by(*order).offset(skip).limit(limit))).mappings().all())
     return [dict(row) for row in rows], total
+
+
+async def rows_after_id(
+    session: AsyncSession, user_id: int, query: ListQuery, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` live contacts matching `query` (its sort ignored: id order) whose id is above `after_id`: an
+    export walks the book batch by batch this way, holding one batch at a time."""
+    where = [*_where(user_id, query), _COLUMNS.id > after_id]
+    statement = select(Contact.__table__).where(*where).order_by(_COLUMNS.user_id, _COLUMNS.id).limit(limit)
+    return [dict(row) for row in (await session.execute(statement)).mappings().all()]

@@ -281,3 +281,38 @@ async def relabel(session: AsyncSession, contacts: Sequence[Contact], old: str, 
         rows = [{"contact_id": c.id, "user_id": c.user_id, "name": new} for c in contacts if c.id not in already]
         if rows:
             await session.execute(insert(ContactLabel), rows)
+
+
+# -- imports and exports (app/interchange) ----------------------------------------------------------------------
+
+
+async def find_by_uid(session: AsyncSession, user_id: int, uid: str) -> Contact | None:
+    """The user's contact with this uid, trashed ones included (a uid is unique in the whole book)."""
+    result = await session.execute(select(Contact).where(_owned(user_id), Contact.uid == uid))
+    return result.scalar_one_or_none()
+
+
+async def find_by_name(
+    session: AsyncSession, user_id: int, first_name: str, last_name: str | None
+) -> Sequence[Contact]:
+    """The user's live contacts with this first and last name, ignoring case, in id order."""
+    query = (
+        select(Contact)
+        .where(
+            *live(user_id),
+            func.lower(Contact.first_name) == first_name.lower(),
+            func.lower(func.coalesce(Contact.last_name, "")) == (last_name or "").lower(),
+        )
+        .order_by(Contact.id)
+        .limit(50)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def widest_lists(session: AsyncSession, user_id: int) -> dict[str, int]:
+    """The most emails, phones, addresses and urls any live contact of the user has (a CSV header's width)."""
+    length = func.jsonb_array_length if session.get_bind().dialect.name == "postgresql" else func.json_array_length
+    names = ("emails", "phones", "addresses", "urls")
+    query = select(*(func.max(length(_COLUMNS[name])) for name in names)).where(*live(user_id))
+    row = (await session.execute(query)).one()
+    return {name: int(value or 0) for name, value in zip(names, row, strict=True)}

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contacts import repository
+from app.contacts import queries, repository
 from app.contacts.entries import Entry, needs_region, same_email, same_phone, stored_phones, with_primary
 from app.contacts.listing import (
     CACHED_SKIP_LIMIT,
@@ -21,6 +21,7 @@ from app.contacts.listing import (
     get_contacts_with_cache,
 )
 from app.contacts.models import Contact
+from app.contacts.queries import ListQuery
 from app.contacts.schemas import ContactCreate, ContactRead, ContactReplace, ContactUpdate, contact_json, etag_of
 from app.core.cache import Kind, cache, dumps
 from app.core.errors import AppError, Conflict, NotFound
@@ -295,3 +296,71 @@ async def forget_contacts_of_user(db: AsyncSession, user_id: int) -> None:
     """The user is being deleted, their contacts with them (ON DELETE CASCADE): invalidate every cache key of
     theirs around the commit. Subscribed to `app.core.events.user_deleting` by the application."""
     invalidate_around_commit(db, user_id, *await repository.ids_of_user(db, user_id))
+
+
+# -- imports and exports (app/interchange): the same writes, for records read from a file -----------------------
+
+# What an import writes: every field the API shows but the derived ones, and the vCard properties it does not.
+IMPORTED_FIELDS = (*_PLAIN_FIELDS, "emails", "addresses", "urls")
+
+
+async def lock_address_book(db: AsyncSession, user_id: int) -> str | None:
+    """Take the user's write lock (held to the end of the transaction, as every write does first) and answer the
+    region the user's national phone numbers are read in."""
+    await repository.take_change_seq(db, user_id, count=0)
+    return await repository.phone_region(db, user_id)
+
+
+async def contact_by_uid(db: AsyncSession, user_id: int, uid: str) -> Contact | None:
+    return await repository.find_by_uid(db, user_id, uid)
+
+
+async def contacts_named(db: AsyncSession, user_id: int, first_name: str, last_name: str | None) -> list[Contact]:
+    return list(await repository.find_by_name(db, user_id, first_name, last_name))
+
+
+def _set_imported(contact: Contact, fields: dict[str, Any], extra: Any, region: str | None) -> None:
+    for name in IMPORTED_FIELDS:
+        value = fields.get(name)
+        setattr(contact, name, list(value or []) if name in ("emails", "addresses", "urls", "labels") else value)
+    contact.favorite = bool(fields.get("favorite"))
+    contact.phones = stored_phones(list(fields.get("phones") or []), list(contact.phones or []), region)
+    contact.vcard_extra = extra
+
+
+async def create_imported(
+    db: AsyncSession, user_id: int, fields: dict[str, Any], *, uid: str | None, extra: Any, region: str | None
+) -> Contact:
+    """Add a contact read from a file (the caller holds the lock: `lock_address_book`). Unlike a REST create, an
+    email another contact holds is kept (an import may hold duplicates, found later by the duplicates list)."""
+    change_seq = await repository.take_change_seq(db, user_id, contacts_delta=1)
+    contact = Contact(user_id=user_id, uid=uid, emails=[], phones=[])
+    _set_imported(contact, fields, extra, region)
+    await repository.add(db, contact, change_seq=change_seq)
+    invalidate_around_commit(db, user_id, contact.id)
+    return contact
+
+
+async def update_imported(
+    db: AsyncSession, contact: Contact, fields: dict[str, Any], *, extra: Any, region: str | None
+) -> bool:
+    """Give a contact the fields read from a file; a new version only if something changed (answered)."""
+    _set_imported(contact, fields, extra, region)
+    if not repository.changes_anything(db, contact):
+        return False
+    change_seq = await repository.take_change_seq(db, contact.user_id)
+    await repository.save(db, contact, change_seq)
+    invalidate_around_commit(db, contact.user_id, contact.id)
+    return True
+
+
+async def export_batch(
+    db: AsyncSession, user_id: int, *, after_id: int, limit: int, label: str | None = None, q: str | None = None
+) -> list[dict[str, Any]]:
+    """The next `limit` live contacts after `after_id` in id order (as rows), carrying `label` or matching `q`."""
+    query = ListQuery(q=(q or "").strip().lower() or None, label=label)
+    return await queries.rows_after_id(db, user_id, query, after_id, limit)
+
+
+async def widest_lists(db: AsyncSession, user_id: int) -> dict[str, int]:
+    return await repository.widest_lists(db, user_id)

@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     sync_history_days: int = Field(default=30, ge=1)
     sync_cleanup_interval: float = Field(default=3600.0, ge=0)
 
+    # Imports (vCard, CSV): a file up to IMPORT_SYNC_MAX_BYTES is imported in its request; none may exceed
+    # IMPORT_MAX_BYTES. One card or CSV record may be at most IMPORT_MAX_RECORD_BYTES (a card with a large PHOTO).
+    import_sync_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    import_max_record_bytes: int = Field(default=512 * 1024, ge=1024)
+
     @field_validator(
         "cors_origins", "trusted_proxies", "metrics_allow", "redis_cluster_nodes", "redis_sentinels", mode="before"
     )

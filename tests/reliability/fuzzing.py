@@ -51,6 +51,8 @@ SEMANTIC_REFUSALS = {
     "POST /api/v1/auth/reset-password": [400],
     "PUT /api/v1/users/me/password": [400],
     "PUT /api/v1/users/me/avatar": [413, 415],
+    # A file that is neither vCard nor CSV, a CSV in an unknown layout, a mapping that names no contact field.
+    "POST /api/v1/contacts/import": [400, 413, 415],
 }
 # 412: an If-Match (header or batch `if_match`) that names another version than the current one, which a schema
 # cannot know.

@@ -1,0 +1,1 @@
+"""vCard and CSV interchange: export streams, imports with their report, the duplicates of an address book."""

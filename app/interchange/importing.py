@@ -1,0 +1,245 @@
+"""Imports: a file's records (vCards or CSV rows) read one at a time and written through the contacts service,
+each matched first (by UID, else by the same name and a shared email or phone), so that importing a file again
+changes nothing and a changed record updates its contact alone. `mode` says what a match does: merge (the file's
+values added to the contact's), replace (the file's record becomes the contact), skip. A record that cannot be
+stored is refused with its position and reason; the others go on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts import service as contacts
+from app.contacts.entries import e164
+from app.contacts.models import Contact
+from app.interchange import csv_in, reading
+from app.interchange.errors import ImportLayoutUnknown, ImportMappingInvalid, ImportNotRecognised, ImportTooLarge
+from app.interchange.records import FIELDS, LIST_FIELDS, Record, Refused, normalise
+from app.interchange.schemas import ImportMode, ImportReport
+from app.interchange.vcard_in import read_card
+
+logger = logging.getLogger(__name__)
+MAX_LINE_OVER_RECORD = 1.0  # a line may be as long as a whole record
+
+
+def parse_mapping(raw: str | None) -> dict[str, str]:
+    """A column mapping (`{"CSV column": "contact field"}`, JSON) checked against the fields a column may name."""
+    if not raw:
+        return {}
+    try:
+        mapping = json.loads(raw)
+    except ValueError as exc:
+        raise ImportMappingInvalid from exc
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise ImportMappingInvalid
+    unknown = sorted({value for value in mapping.values() if value not in csv_in.MAPPABLE})
+    if unknown:
+        raise ImportMappingInvalid(f"Unknown contact fields in the mapping: {', '.join(unknown)[:500]}.")
+    return mapping
+
+
+def _phone_keys(entries: list[dict[str, Any]], region: str | None) -> set[str]:
+    return {e164(str(entry["value"]), region) or str(entry["value"]) for entry in entries}
+
+
+def _same_person(contact: Contact, fields: Mapping[str, Any], region: str | None) -> bool:
+    """Same name (the caller asked for it) and a shared email or phone; with neither on both sides, the name."""
+    emails = {str(entry["value"]).lower() for entry in fields["emails"]}
+    phones = _phone_keys(fields["phones"], region)
+    theirs_emails = {str(entry["value"]).lower() for entry in contact.emails or []}
+    theirs_phones = {entry.get("e164") or str(entry["value"]) for entry in contact.phones or []}
+    if not (emails or phones) and not (theirs_emails or theirs_phones):
+        return True
+    return bool(emails & theirs_emails or phones & theirs_phones)
+
+
+async def _match(db: AsyncSession, user_id: int, record: Record, region: str | None) -> Contact | None:
+    if record.uid:
+        found = await contacts.contact_by_uid(db, user_id, record.uid)
+        if found is not None:
+            if found.deleted_at is not None:
+                raise Refused("the contact with this UID is in the trash: restore or purge it first")
+            return found
+    named = await contacts.contacts_named(db, user_id, record.fields["first_name"], record.fields["last_name"])
+    return next((contact for contact in named if _same_person(contact, record.fields, region)), None)
+
+
+def _current(contact: Contact) -> dict[str, Any]:
+    fields = {name: getattr(contact, name) for name in FIELDS}
+    fields["phones"] = [{k: v for k, v in entry.items() if k != "e164"} for entry in contact.phones or []]
+    return fields
+
+
+def _merged(contact: Contact, fields: dict[str, Any]) -> dict[str, Any]:
+    """The contact with the record's values: its non-empty fields win, list entries it lacks are added (the
+    contact's primary entry stays primary), labels are joined, favourite if either says so."""
+    merged = _current(contact)
+    for name, value in fields.items():
+        if name in LIST_FIELDS:
+            have = {repr(_identity(name, entry)) for entry in merged[name]}
+            added = [dict(entry) for entry in value if repr(_identity(name, entry)) not in have]
+            if merged[name]:
+                for entry in added:
+                    entry["primary"] = False if name != "urls" else entry.get("primary")
+                    if name == "urls":
+                        entry.pop("primary", None)
+            merged[name] = [*merged[name], *added][:20]
+        elif name == "labels":
+            merged[name] = list(dict.fromkeys([*merged[name], *value]))[:50]
+        elif name == "favorite":
+            merged[name] = merged[name] or value
+        elif value not in (None, ""):
+            merged[name] = value
+    return merged
+
+
+def _identity(name: str, entry: Mapping[str, Any]) -> Any:
+    if name == "addresses":
+        return [str(entry.get(p) or "").lower() for p in ("street", "locality", "region", "postal_code", "country")]
+    return str(entry["value"]).lower() if name == "emails" else entry["value"]
+
+
+def _merged_extra(old: Any, new: Any) -> Any:
+    if not isinstance(old, dict) or not old.get("lines"):
+        return new
+    if not isinstance(new, dict):
+        return old
+    return {**new, "lines": list(dict.fromkeys([*old["lines"], *new.get("lines", [])]))}
+
+
+async def _store(db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None) -> str:
+    """Write one record; answers created, updated, unchanged or skipped."""
+    match = await _match(db, user_id, record, region)
+    if match is None:
+        await contacts.create_imported(db, user_id, record.fields, uid=record.uid, extra=record.extra, region=region)
+        return "created"
+    if mode == "skip":
+        return "skipped"
+    if mode == "merge":
+        fields, extra = _merged(match, record.fields), _merged_extra(match.vcard_extra, record.extra)
+    else:
+        fields, extra = record.fields, record.extra
+    changed = await contacts.update_imported(db, match, fields, extra=extra, region=region)
+    return "updated" if changed else "unchanged"
+
+
+async def _take(db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None) -> str:
+    """One record in a savepoint of its own: a record the database refuses leaves the others standing."""
+    normalise(record)
+    try:
+        async with db.begin_nested():
+            outcome = await _store(db, user_id, record, mode, region)
+    except DBAPIError as exc:
+        logger.warning("import: a record the database refused: %s", exc.__class__.__name__)
+        raise Refused("the database could not store this record") from exc
+    db.expunge_all()  # written: the session need not remember it (a long file stays in bounded memory)
+    return outcome
+
+
+async def _chunks_of(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def import_bytes(
+    db: AsyncSession,
+    user_id: int,
+    data: bytes,
+    *,
+    mode: ImportMode = "merge",
+    mapping: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+    filename: str | None = None,
+    max_record: int,
+    fallback_region: str | None = None,
+) -> ImportReport:
+    """Import a file (vCard or CSV, told by its content) held in memory; see `import_stream`."""
+    return await import_stream(
+        db,
+        user_id,
+        _chunks_of(data),
+        mode=mode,
+        mapping=mapping,
+        content_type=content_type,
+        filename=filename,
+        max_record=max_record,
+        fallback_region=fallback_region,
+    )
+
+
+async def import_stream(
+    db: AsyncSession,
+    user_id: int,
+    chunks: AsyncIterator[bytes],
+    *,
+    mode: ImportMode = "merge",
+    mapping: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+    filename: str | None = None,
+    max_record: int,
+    fallback_region: str | None = None,
+) -> ImportReport:
+    """Import a file read chunk by chunk: each record is read, matched and written (or refused) in turn, so
+    memory holds one record. ImportNotRecognised (nothing written) when the file is neither vCard nor CSV."""
+    decoded = reading.utf8_chunks(chunks)
+    first = await anext(decoded, None)
+    if first is None:
+        raise ImportNotRecognised("The file is empty.")
+    encoding, head = first
+    kind = reading.detect(head, content_type, filename)
+    if kind is None:
+        raise ImportNotRecognised
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield head
+        async for _, chunk in decoded:
+            yield chunk
+
+    lines = reading.lines(rest(), max_record)
+    region = None
+    report = ImportReport(format=kind)
+    if kind == "vcard":
+        region = await contacts.lock_address_book(db, user_id) or fallback_region
+        async for card in reading.cards(lines, max_record):
+            try:
+                if card.refused:
+                    raise Refused(card.refused)
+                outcome = await _take(db, user_id, read_card(card.text), mode, region)
+            except Refused as refusal:
+                report.refuse(card.position, str(refusal))
+                continue
+            setattr(report, outcome, getattr(report, outcome) + 1)
+        return report
+    records = csv_in.csv_records(lines, encoding, max_record)
+    _, columns = await anext(records, (0, "the file is empty"))
+    if isinstance(columns, str):
+        raise ImportNotRecognised(f"The CSV header cannot be read: {columns}.")
+    if len(columns) > csv_in.MAX_COLUMNS:
+        raise ImportTooLarge(f"The CSV has {len(columns)} columns; at most {csv_in.MAX_COLUMNS} are read.")
+    columns = [column.strip().lstrip("\ufeff") for column in columns]
+    layout = "mapping" if mapping else csv_in.detect_layout(columns)
+    if layout is None:
+        raise ImportLayoutUnknown
+    report.layout = layout
+    region = await contacts.lock_address_book(db, user_id) or fallback_region
+    async for number, cells in records:
+        try:
+            if isinstance(cells, str):
+                raise Refused(cells)
+            if len(cells) > len(columns):
+                raise Refused(f"the row has {len(cells)} cells and the header {len(columns)}")
+            outcome = await _take(db, user_id, csv_in.read_row(layout, columns, cells, mapping or {}), mode, region)
+        except Refused as refusal:
+            report.refuse(number, str(refusal))
+            continue
+        setattr(report, outcome, getattr(report, outcome) + 1)
+    return report
+
+
+def too_large(size: int, limit: int) -> ImportTooLarge:
+    return ImportTooLarge(f"The file is {size} bytes; an import takes at most {limit} bytes.")

@@ -1,0 +1,139 @@
+"""The import and export routes: `GET /contacts/export` (vCard 4.0/3.0 or Google CSV, streamed) and
+`POST /contacts/import` (a multipart `file` or the raw body), answering the import's report."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+
+from app.contacts.entries import GroupLabel
+from app.contacts.router import ContactsUser
+from app.contacts.schemas import SearchQuery
+from app.core.config import Settings
+from app.core.db import SessionDep
+from app.core.errors import UnsupportedMediaType
+from app.core.openapi import errors
+from app.interchange import exporting, importing
+from app.interchange.schemas import ExportFormat, ExportVersion, ImportMode, ImportReport
+
+router = APIRouter(prefix="/contacts", tags=["import and export"])
+
+IMPORT_PATH = "/contacts/import"
+_TEXT = {"schema": {"type": "string"}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The file: a multipart form with the file in `file`, or the file itself as the body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}},
+                "encoding": {"file": {"contentType": "text/vcard, text/csv, application/octet-stream"}},
+            },
+            "text/vcard": _TEXT,
+            "text/x-vcard": _TEXT,
+            "text/csv": _TEXT,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+_EXPORT_CONTENT = {"text/vcard": _TEXT, "text/csv": _TEXT}
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": _EXPORT_CONTENT, "description": "The contacts"}, **errors(401, 403, 429)},
+)
+async def export_contacts(
+    user: ContactsUser,
+    request: Request,
+    format: Annotated[ExportFormat, Query(description="`vcard` (one file of cards) or `csv` (Google's layout)")],
+    version: Annotated[ExportVersion, Query(description="The vCard version (`3.0` for older clients)")] = "4.0",
+    label: Annotated[GroupLabel | None, Query(description="Only the contacts carrying this label")] = None,
+    q: Annotated[SearchQuery | None, Query(description="Only the contacts this search finds (as in the list)")] = None,
+) -> StreamingResponse:
+    """Your contacts (trash excluded) as one vCard file (4.0, or `version=3.0`) or one CSV file in the layout
+    Google Contacts exports and imports, with `label` or `q` only those. Streamed: the first bytes leave at once
+    and the book is read in batches. CSV cells starting with `= + - @`, tab or CR are written after an apostrophe,
+    so that a spreadsheet shows them instead of running them; this service's import removes it again."""
+    stream = exporting.export_stream(
+        request.app.state.db.sessionmaker, user.id, format, version=version, label=label, q=q or None
+    )
+    headers = {"Content-Disposition": f'attachment; filename="{exporting.file_name(format)}"'}
+    return StreamingResponse(stream, media_type=exporting.MEDIA_TYPES[format], headers=headers)
+
+
+async def _body(request: Request, limit: int) -> tuple[bytes, str | None, str | None]:
+    """The file's bytes (at most `limit`, else 413 with nothing read further), its type and name."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=5)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise UnsupportedMediaType("Send the file in the form field `file`.")
+        if upload.size is not None and upload.size > limit:
+            raise importing.too_large(upload.size, limit)
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise importing.too_large(len(data), limit)
+        return data, upload.content_type, upload.filename
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise importing.too_large(int(declared), limit)
+    held = bytearray()
+    chunks: AsyncIterator[bytes] = request.stream()
+    async for chunk in chunks:
+        held += chunk
+        if len(held) > limit:
+            raise importing.too_large(len(held), limit)
+    return bytes(held), content_type, None
+
+
+@router.post(
+    "/import",
+    response_model=ImportReport,
+    openapi_extra=_IMPORT_BODY,
+    responses=errors(400, 401, 403, 413, 415, 429),
+)
+async def import_contacts(
+    user: ContactsUser,
+    session: SessionDep,
+    request: Request,
+    mode: Annotated[
+        ImportMode, Query(description="What a record matching a contact does: merge into it, replace it, or skip")
+    ] = "merge",
+    mapping: Annotated[
+        str | None,
+        Query(
+            max_length=20_000,
+            description="For a CSV in another layout: a JSON object of column name to contact field, e.g. "
+            '`{"Surname": "last_name", "Mail": "email"}`; fields: ' + ", ".join(importing.csv_in.MAPPABLE),
+        ),
+    ] = None,
+) -> ImportReport:
+    """Import a vCard file (2.1, 3.0 or 4.0; several cards; folded lines, quoted-printable, CHARSET, PHOTO,
+    Apple's custom labels, CATEGORIES as labels, unknown and X- properties kept) or a CSV file (Google's or
+    Outlook's layout, told by the header; any other with `mapping`), in UTF-8 (with or without BOM), UTF-16 or
+    Latin-1. Each record is matched to a contact by UID, else by the same name and a shared email or phone, so an
+    import can be repeated: a record already held changes nothing. The report counts what was created, updated,
+    unchanged and skipped, and gives each refused record's position and reason; a bad record never stops the
+    others. A file that is neither vCard nor CSV answers 415; one over IMPORT_SYNC_MAX_BYTES answers 413."""
+    settings: Settings = request.app.state.settings
+    columns = importing.parse_mapping(mapping)
+    data, content_type, filename = await _body(request, settings.import_sync_max_bytes)
+    return await importing.import_bytes(
+        session,
+        user.id,
+        data,
+        mode=mode,
+        mapping=columns,
+        content_type=content_type,
+        filename=filename,
+        max_record=settings.import_max_record_bytes,
+        fallback_region=settings.default_phone_region,
+    )
