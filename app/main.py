@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
+from app.auth.app_password_router import router as app_passwords_router
 from app.auth.router import router as auth_router
 from app.contacts import service as contacts_service
 from app.contacts.batch import BatchOperationFailed
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(account_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    app.include_router(app_passwords_router, prefix=API_PREFIX)
     # Before the contact routes: `/contacts/{contact_id}` would take `trash`, `changes` and `batch` for ids.
     app.include_router(contacts_sync_router, prefix=API_PREFIX)
     app.include_router(contacts_batch_router, prefix=API_PREFIX)

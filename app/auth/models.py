@@ -1,10 +1,10 @@
-"""The refresh-token records: one row per issued refresh token, grouped in families (one per login)."""
+"""The auth records: issued refresh tokens (grouped in families, one per login) and app passwords."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, BigIntId, UTCDateTime, utcnow
@@ -26,4 +26,25 @@ class RefreshToken(Base):
     __table_args__ = (
         Index("ix_refresh_tokens_family_id", "family_id"),
         Index("ix_refresh_tokens_user_id", "user_id"),
+    )
+
+
+class AppPassword(Base):
+    """A password for one device or program (CardDAV clients): random, shown once, stored as a keyed hash (HMAC,
+    not argon2: it is long and random, so a fast hash checked on every request is safe). It lives as long as the
+    account's `token_version` it was made under: a password change, demotion or deactivation ends it."""
+
+    __tablename__ = "app_passwords"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64))
+    token_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    __table_args__ = (
+        Index("uq_app_passwords_digest", "digest", unique=True),
+        Index("ix_app_passwords_user_id", "user_id"),
     )

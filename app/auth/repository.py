@@ -1,13 +1,13 @@
-"""SQL for refresh-token records."""
+"""SQL for the auth records: refresh tokens and app passwords."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import RefreshToken
+from app.auth.models import AppPassword, RefreshToken
 from app.core.db import utcnow
 
 
@@ -46,4 +46,47 @@ async def revoke_all_for_user(db: AsyncSession, user_id: int) -> None:
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+    )
+
+
+# -- app passwords ------------------------------------------------------------------------------------------------
+
+
+async def add_app_password(db: AsyncSession, user_id: int, name: str, digest: str, token_version: int) -> AppPassword:
+    row = AppPassword(user_id=user_id, name=name, digest=digest, token_version=token_version)
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def live_app_passwords(db: AsyncSession, user_id: int, token_version: int) -> list[AppPassword]:
+    """The user's app passwords made under their current token version (older ones are dead), oldest first."""
+    query = (
+        select(AppPassword)
+        .where(AppPassword.user_id == user_id, AppPassword.token_version == token_version)
+        .order_by(AppPassword.id)
+    )
+    return list((await db.execute(query)).scalars())
+
+
+async def app_password_by_digest(db: AsyncSession, digest: str) -> AppPassword | None:
+    return (await db.execute(select(AppPassword).where(AppPassword.digest == digest))).scalar_one_or_none()
+
+
+async def delete_app_password(db: AsyncSession, user_id: int, app_password_id: int) -> bool:
+    result = await db.execute(
+        delete(AppPassword).where(AppPassword.id == app_password_id, AppPassword.user_id == user_id)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def touch_app_password(db: AsyncSession, app_password_id: int, before: datetime) -> None:
+    """Record a use, at most once per interval: only if the last recorded use is older than `before`."""
+    await db.execute(
+        update(AppPassword)
+        .where(
+            AppPassword.id == app_password_id,
+            (AppPassword.last_used_at.is_(None)) | (AppPassword.last_used_at < before),
+        )
+        .values(last_used_at=utcnow())
     )

@@ -69,3 +69,28 @@ class LoginForm(BaseModel):
     ]
     grant_type: Annotated[str | None, Field(pattern="^password$")] = None
     scope: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class AppPasswordCreate(StrictModel):
+    """A name to know the device or program by (e.g. "Phone", "Thunderbird")."""
+
+    name: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"\S"),
+        AfterValidator(storable),
+    ]
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Phone"}]})
+
+
+class AppPasswordRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class AppPasswordCreated(AppPasswordRead):
+    password: str = Field(description="The app password, shown this once: type it into the device as its password")

@@ -36,6 +36,7 @@ APP_TABLES = {
     "contact_tombstones",
     "idempotency_keys",
     "cache_invalidations",
+    "app_passwords",
 }
 # Created by the migration only where pg_trgm and btree_gin exist; deliberately not on the ORM metadata.
 POSTGRES_ONLY_INDEXES = {"ix_contacts_search_text_trgm"}
