@@ -67,6 +67,7 @@ _OUTLOOK_PHONES = {
     "Car Phone": "car",
     "Assistant's Phone": "assistant",
 }
+_PARTS = ("Street", "City", "PO Box", "Region", "Postal Code", "Country", "Extended Address")
 _GOOGLE_SYSTEM_GROUPS = frozenset({MY_CONTACTS, STARRED, "* Other Contacts"})
 _NUMBERED = re.compile(r"^(E-mail|Phone|Address|Website|Event|Custom Field|Relation|IM) (\d+) - (.+)$")
 
@@ -117,7 +118,8 @@ def _google(cells: Mapping[str, str]) -> Record:
             street = "\n".join(p for p in (parts.get("Extended Address"), parts.get("Street")) if p)
             address = {
                 "label": (label or "").removeprefix("* ") or None,
-                "street": street or (parts.get("Formatted") if not parts.get("City") else None),
+                # Only a formatted address (no part given): it is all the street there is.
+                "street": street or (parts.get("Formatted") if not any(parts.get(p) for p in _PARTS) else None),
                 "locality": parts.get("City"),
                 "region": parts.get("Region"),
                 "postal_code": parts.get("Postal Code"),
