@@ -1,19 +1,25 @@
-"""`contacts-api`: serve the API, apply migrations, create administrators."""
+"""`contacts-api`: serve the API, apply migrations, create administrators, import and export a user's contacts."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import logging.config
 import os
 import shutil
 import sys
 import tempfile
-from typing import Annotated
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from app.core.config import MIN_JWT_SECRET_LENGTH, get_settings, is_loopback
+
+if TYPE_CHECKING:
+    from app.interchange.schemas import ExportFormat, ExportVersion
 
 cli = typer.Typer(help="The Contacts API.", no_args_is_help=True, add_completion=False)
 
@@ -142,6 +148,144 @@ def create_admin(
         raise typer.BadParameter("the password must be 8 to 1024 bytes") from exc
     outcome = asyncio.run(_create_admin(email, password))
     typer.echo(f"{email}: administrator {outcome}")
+
+
+async def _user_id(session: Any, email: str) -> int:
+    from app.users import service as users_service
+
+    user = await users_service.get_user_by_email(session, email.lower())
+    if user is None:
+        typer.echo(f"no user with the email {email}", err=True)
+        raise typer.Exit(2)
+    return int(user.id)
+
+
+def _progress() -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    # On stderr: stdout carries the report (JSON), which scripts read.
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+async def _import(path: Path, size: int, email: str, mode: str, mapping: str | None) -> dict[str, Any]:
+    from app.core.cache import cache
+    from app.core.db import Database, commit
+    from app.interchange import importing
+
+    settings = get_settings()
+    if size > settings.import_max_bytes:
+        raise importing.too_large(size, settings.import_max_bytes)
+    columns = importing.parse_mapping(mapping)
+    cache.configure(settings)
+    database = Database.from_settings(settings)
+    try:
+        async with database.sessionmaker() as session:
+            user_id = await _user_id(session, email)
+            with _progress() as progress, path.open("rb") as file:
+                task = progress.add_task(f"importing {path.name}", total=size)
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    while chunk := await asyncio.to_thread(file.read, 256 * 1024):
+                        yield chunk
+                        progress.advance(task, len(chunk))
+
+                report = await importing.import_stream(
+                    session,
+                    user_id,
+                    chunks(),
+                    mode=mode,  # type: ignore[arg-type]
+                    mapping=columns,
+                    filename=path.name,
+                    max_record=settings.import_max_record_bytes,
+                    fallback_region=settings.default_phone_region,
+                )
+            await commit(session)
+        return report.model_dump(mode="json")
+    finally:
+        await cache.close()
+        await database.dispose()
+
+
+@cli.command("import")
+def import_file(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .vcf or .csv file")],
+    user: Annotated[str, typer.Option("--user", help="The email of the user whose book it goes into")],
+    mode: Annotated[str, typer.Option(help="What a matching record does: merge, replace or skip")] = "merge",
+    mapping: Annotated[str | None, typer.Option(help="A CSV in another layout: JSON of column to field")] = None,
+) -> None:
+    """Import a vCard or CSV file into a user's contacts (as POST /contacts/import does, up to IMPORT_MAX_BYTES,
+    in one transaction) and print the report."""
+    from app.core.errors import AppError
+
+    if mode not in ("merge", "replace", "skip"):
+        raise typer.BadParameter("mode is merge, replace or skip")
+    try:
+        report = asyncio.run(_import(path, path.stat().st_size, user, mode, mapping))
+    except AppError as exc:
+        typer.echo(f"{exc.code}: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+async def _export(email: str, export_format: str, version: str, output: Path, label: str | None) -> int:
+    from app.contacts import service as contacts_service
+    from app.core.db import Database
+    from app.interchange import exporting
+
+    settings = get_settings()
+    database = Database.from_settings(settings)
+    written = 0
+    try:
+        async with database.sessionmaker() as session:
+            user_id = await _user_id(session, email)
+            total = await contacts_service.count_of_user(session, user_id)
+        with _progress() as progress, output.open("wb") as file:
+            task = progress.add_task(f"exporting to {output.name}", total=None if label else total)
+
+            def advance(count: int) -> None:
+                nonlocal written
+                written += count
+                progress.advance(task, count)
+
+            stream = exporting.export_stream(
+                database.sessionmaker,
+                user_id,
+                cast("ExportFormat", export_format),
+                version=cast("ExportVersion", version),
+                label=label,
+                progress=advance,
+            )
+            async for chunk in stream:
+                await asyncio.to_thread(file.write, chunk)
+        return written
+    finally:
+        await database.dispose()
+
+
+@cli.command("export")
+def export_file(
+    user: Annotated[str, typer.Option("--user", help="The email of the user whose book is exported")],
+    export_format: Annotated[str, typer.Option("--format", help="vcard or csv (Google's layout)")] = "vcard",
+    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="The file to write")] = Path(
+        "contacts.vcf"
+    ),
+    version: Annotated[str, typer.Option(help="The vCard version: 4.0 or 3.0")] = "4.0",
+    label: Annotated[str | None, typer.Option(help="Only the contacts carrying this label")] = None,
+) -> None:
+    """Export a user's contacts (trash excluded) as vCard or CSV, as GET /contacts/export does."""
+    if export_format not in ("vcard", "csv"):
+        raise typer.BadParameter("format is vcard or csv")
+    if version not in ("4.0", "3.0"):
+        raise typer.BadParameter("version is 4.0 or 3.0")
+    count = asyncio.run(_export(user, export_format, version, output, label))
+    typer.echo(f"{count} contacts written to {output}")
 
 
 def main() -> None:

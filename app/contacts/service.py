@@ -364,3 +364,8 @@ async def export_batch(
 
 async def widest_lists(db: AsyncSession, user_id: int) -> dict[str, int]:
     return await repository.widest_lists(db, user_id)
+
+
+async def count_of_user(db: AsyncSession, user_id: int) -> int:
+    """The size of the user's address book (trash excluded)."""
+    return await repository.count_of_user(db, user_id)
