@@ -316,3 +316,18 @@ async def widest_lists(session: AsyncSession, user_id: int) -> dict[str, int]:
     query = select(*(func.max(length(_COLUMNS[name])) for name in names)).where(*live(user_id))
     row = (await session.execute(query)).one()
     return {name: int(value or 0) for name, value in zip(names, row, strict=True)}
+
+
+async def duplicate_keys(
+    session: AsyncSession, user_id: int
+) -> list[tuple[int, str, str | None, str | None, Any, Any]]:
+    """Each live contact's id, names, emails and phones (a narrow read of the whole book, in id order): what the
+    duplicates are found by, in one pass with hashing instead of comparing pairs."""
+    query = (
+        select(
+            _COLUMNS.id, _COLUMNS.first_name, _COLUMNS.middle_name, _COLUMNS.last_name, _COLUMNS.emails, _COLUMNS.phones
+        )
+        .where(*live(user_id))
+        .order_by(_COLUMNS.user_id, _COLUMNS.id)
+    )
+    return [tuple(row) for row in (await session.execute(query)).all()]

@@ -369,3 +369,15 @@ async def widest_lists(db: AsyncSession, user_id: int) -> dict[str, int]:
 async def count_of_user(db: AsyncSession, user_id: int) -> int:
     """The size of the user's address book (trash excluded)."""
     return await repository.count_of_user(db, user_id)
+
+
+async def duplicate_keys(db: AsyncSession, user_id: int) -> list[tuple[int, str, str | None, str | None, Any, Any]]:
+    return await repository.duplicate_keys(db, user_id)
+
+
+async def live_contacts(db: AsyncSession, user_id: int, contact_ids: list[int]) -> list[Contact]:
+    """The user's live contacts with these ids, in the order given; ContactNotFound if any is not one."""
+    found = []
+    for contact_id in contact_ids:
+        found.append(await _owned_contact(db, contact_id, user_id))
+    return found

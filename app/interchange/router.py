@@ -1,5 +1,6 @@
-"""The import and export routes: `GET /contacts/export` (vCard 4.0/3.0 or Google CSV, streamed) and
-`POST /contacts/import` (a multipart `file` or the raw body), answering the import's report."""
+"""The import and export routes: `GET /contacts/export` (vCard 4.0/3.0 or Google CSV, streamed), `POST
+/contacts/import` (a multipart `file` or the raw body) answering the import's report, `GET /contacts/duplicates`
+and `POST /contacts/merge`."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ from app.core.config import Settings
 from app.core.db import SessionDep
 from app.core.errors import UnsupportedMediaType
 from app.core.openapi import errors
-from app.interchange import exporting, importing
-from app.interchange.schemas import ExportFormat, ExportVersion, ImportMode, ImportReport
+from app.interchange import duplicates, exporting, importing
+from app.interchange.schemas import (
+    DuplicateList,
+    ExportFormat,
+    ExportVersion,
+    ImportMode,
+    ImportReport,
+    MergeRequest,
+    MergeResult,
+)
 
 router = APIRouter(prefix="/contacts", tags=["import and export"])
 
@@ -136,4 +145,27 @@ async def import_contacts(
         filename=filename,
         max_record=settings.import_max_record_bytes,
         fallback_region=settings.default_phone_region,
+    )
+
+
+@router.get("/duplicates", response_model=DuplicateList, responses=errors(401, 403, 429))
+async def list_duplicates(
+    user: ContactsUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="How many groups to list, surest first")] = 100,
+) -> DuplicateList:
+    """Groups of your contacts (trash excluded) that are likely the same person: sharing an email (ignoring
+    case), a phone (its E.164 form) or a full name (ignoring case, accents and punctuation), each group with the
+    keys it shares and a score. Found by hashing each contact's keys once, not by comparing pairs."""
+    return await duplicates.find_duplicates(session, user.id, limit)
+
+
+@router.post("/merge", response_model=MergeResult, responses=errors(401, 403, 404, 429))
+async def merge_contacts(body: MergeRequest, user: ContactsUser, session: SessionDep, request: Request) -> MergeResult:
+    """Merge contacts into `primary`: it keeps its own values and takes the others' where it has none; every
+    email, phone, address, url and label of them all is kept once; notes are joined. The others move to the trash
+    (`trashed`): restoring them undoes the merge. 404 if an id is not one of your contacts (nothing changes)."""
+    settings: Settings = request.app.state.settings
+    return await duplicates.merge_contacts(
+        session, user.id, body.ids, body.primary, fallback_region=settings.default_phone_region
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.contacts.schemas import ContactRead
+from app.core.schemas import MAX_ID, StrictModel
 
 ExportFormat = Literal["vcard", "csv"]
 ExportVersion = Literal["4.0", "3.0"]
@@ -35,3 +38,38 @@ class ImportReport(BaseModel):
         self.refused_count += 1
         if len(self.refused) < MAX_REFUSALS_LISTED:
             self.refused.append(Refusal(position=position, reason=reason))
+
+
+class DuplicateReason(BaseModel):
+    kind: Literal["email", "phone", "name"] = Field(description="What the contacts share")
+    value: str = Field(description="The shared email (lower-cased), phone (E.164) or normalised full name")
+    ids: list[int] = Field(description="The contacts that share it")
+
+
+class DuplicateGroup(BaseModel):
+    """Contacts that are likely one person: joined by every key two of them share."""
+
+    ids: list[int]
+    score: float = Field(ge=0, le=1, description="How likely: 0.9 a shared email, 0.8 a phone, 0.5 a name only")
+    reasons: list[DuplicateReason]
+
+
+class DuplicateList(BaseModel):
+    groups: list[DuplicateGroup]
+    total: int = Field(ge=0, description="How many groups there are (`groups` lists the first `limit`)")
+
+
+class MergeRequest(StrictModel):
+    """The contacts to merge into `primary` (which is kept, and counts as one of them whether listed or not)."""
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=50)
+    primary: int = Field(ge=1, le=MAX_ID)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ids": [12, 31], "primary": 12}]})
+
+
+class MergeResult(BaseModel):
+    """The merged contact, and the ids moved to the trash (restore them to undo the merge)."""
+
+    contact: ContactRead
+    trashed: list[int]
