@@ -37,6 +37,8 @@ from app.core.middleware import BodySizeLimit
 from app.core.openapi import document_body_errors, errors
 from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
+from app.dav.router import router as dav_router
+from app.dav.xml import DavError, dav_error_response
 from app.interchange.router import IMPORT_PATH
 from app.interchange.router import router as interchange_router
 from app.users import service as users_service
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     user_deleting.subscribe(contacts_service.forget_contacts_of_user)
     install_error_handlers(app)
     app.add_exception_handler(BatchOperationFailed, batch_failure_response)
+    app.add_exception_handler(DavError, dav_error_response)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -128,6 +131,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(contacts_router, prefix=API_PREFIX)
     app.include_router(contacts_labels_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
+    app.include_router(dav_router)  # CardDAV at /dav and /.well-known/carddav, beside the REST API
     app.openapi = document_body_errors(app)  # type: ignore[method-assign]
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def test_the_architecture_document_draws_the_same_layers_as_the_contracts():
     layers = re.findall(r'"app\.(\w+)"', configured.group(1))
     drawn = re.search(r"```text\n(.*?)```", document, re.S)
     assert drawn is not None
-    order = re.findall(r"\b(interchange|contacts|users|auth|core)\b", drawn.group(1))
+    order = re.findall(r"\b(web|dav|interchange|contacts|users|auth|core)\b", drawn.group(1))
     assert list(dict.fromkeys(order)) == layers
 
 
