@@ -13,6 +13,7 @@ import pytest
 from app.auth import app_passwords
 from app.core.db import commit
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
+from tests.integration.test_rate_limits import client_at, running_app
 
 API = "/api/v1"
 D, C, CS = "DAV:", "urn:ietf:params:xml:ns:carddav", "http://calendarserver.org/ns/"
@@ -278,3 +279,18 @@ async def test_delete_over_dav_moves_to_the_trash(client, basic, owner, settings
     # Written again by a client: back from the trash with the card's fields.
     assert (await dav(client, "PUT", href, basic, CARD.format(uid="ada-1"))).status_code == 201
     assert (await dav(client, "GET", href, basic)).status_code == 200
+
+
+async def test_guessing_app_passwords_over_basic_is_throttled_like_logins(db, settings, database, owner, basic):
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ada@example.com:aaaa-bbbb-cccc-dddd-eeee-ffff").decode()}
+    async with running_app(settings, database, rate_limit_enabled=True) as app:
+        async with client_at(app, "198.51.100.7") as guesser, client_at(app, "203.0.113.9") as owner_network:
+            guesses = [await dav(guesser, "PROPFIND", "/dav/", wrong, propfind("d:getetag")) for _ in range(5)]
+            over = await dav(guesser, "PROPFIND", "/dav/", wrong, propfind("d:getetag"))
+            right_but_throttled = await dav(guesser, "PROPFIND", "/dav/", basic, propfind("d:getetag"))
+            owner_elsewhere = await dav(owner_network, "PROPFIND", "/dav/", basic, propfind("d:getetag"))
+
+    assert [r.status_code for r in guesses] == [401] * 5
+    assert over.status_code == 429
+    assert right_but_throttled.status_code == 429
+    assert owner_elsewhere.status_code == 207
