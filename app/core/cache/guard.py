@@ -38,6 +38,7 @@ class GuardedBackend:
         self._failed_since_success = False
         self._distrust_until = 0.0
         self._in_flight = 0  # operations of this process under way
+        self._answers: Callable[[], int] | None = None
 
     def configure(self, settings: Settings, backend: Backend, off_reason: str | None) -> None:
         self._settings = settings
@@ -46,6 +47,8 @@ class GuardedBackend:
         self._breaker = CircuitBreaker(settings.cache_breaker_threshold, settings.cache_breaker_cooldown)
         self._failed_since_success = False
         self._distrust_until = 0.0
+        # The backend's count of Redis's replies, if it keeps one: a timeout while Redis answers is the load's.
+        self._answers = getattr(backend, "answers", None)
 
     @property
     def configured(self) -> bool:
@@ -100,7 +103,7 @@ class GuardedBackend:
         self._in_flight += 1
         try:
             async with asyncio.timeout(None) as window:
-                deadline = Deadline(window, timeout, settings.cache_op_timeout_cap)
+                deadline = Deadline(window, timeout, settings.cache_op_timeout_cap, self._answers)
                 try:
                     result = await operation
                 finally:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterException
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.core.cache import lua
@@ -35,6 +36,35 @@ NODE_POOL_SIZE = 8
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """The Sentinel master's pool, waiting for a free connection (as the single server's pool does) instead of
     failing when all are in use: a herd of requests must not look like an outage."""
+
+
+class Answers:
+    """How many replies Redis has sent on a backend's connections (a handshake's and an error reply included): the
+    operation deadline's sign that Redis is alive while an operation waits (see `deadline.py`)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
+def _counting(base: type[AbstractConnection], answers: Answers) -> type[AbstractConnection]:
+    """`base` (the connection class redis-py would use) counting every reply it reads into `answers`."""
+
+    class CountingConnection(base):  # type: ignore[valid-type,misc]
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                response = await super().read_response(*args, **kwargs)
+            except ResponseError:
+                answers.count += 1
+                raise
+            answers.count += 1
+            return response
+
+    return CountingConnection
 
 
 class RedisBackend:
@@ -55,6 +85,10 @@ class RedisBackend:
             "health_check_interval": 0,
         }
         self._pool_size = settings.cache_pool_size
+        # Replies Redis sent on this backend's connections. None on a Cluster: one node's replies say nothing of
+        # another's, so there an operation's deadline goes by the loop's lag alone.
+        self._answers = Answers()
+        self.answers: Callable[[], int] | None = None if self.topology.kind == "cluster" else self._answers
         self._sentinel: Sentinel | None = None
         self._pool: BlockingConnectionPool | None = None
         self._node_clients: dict[tuple[str, int], Redis] = {}
@@ -87,6 +121,7 @@ class RedisBackend:
                 self._sentinel.master_for(
                     topology.service,
                     connection_pool_class=BlockingSentinelPool,
+                    connection_class=_counting(SentinelManagedConnection, self._answers),
                     max_connections=self._pool_size,
                     timeout=self._timeout,
                     db=topology.db,
@@ -94,8 +129,13 @@ class RedisBackend:
                     **options,
                 ),
             )
+        base = parse_url(topology.url).get("connection_class", Connection)
         self._pool = BlockingConnectionPool.from_url(
-            topology.url, max_connections=self._pool_size, timeout=self._timeout, **options
+            topology.url,
+            max_connections=self._pool_size,
+            timeout=self._timeout,
+            connection_class=_counting(base, self._answers),
+            **options,
         )
         return Redis(connection_pool=self._pool)
 
