@@ -39,6 +39,8 @@ from app.core.rate_limit import RateLimiter
 from app.core.storage import MEDIA_URL_PATH, local_storage
 from app.dav.router import router as dav_router
 from app.dav.xml import DavError, dav_error_response
+from app.interchange.jobs import run_jobs_periodically
+from app.interchange.jobs_router import router as import_jobs_router
 from app.interchange.router import IMPORT_PATH
 from app.interchange.router import router as interchange_router
 from app.users import service as users_service
@@ -87,13 +89,20 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             if settings.sync_cleanup_interval > 0
             else None
         )
+        # Imports too large for their request: run (and resumed after a worker died) in the background.
+        import_jobs = (
+            asyncio.create_task(run_jobs_periodically(app.state.db, settings))
+            if settings.import_job_interval > 0
+            else None
+        )
         try:
             yield
         finally:
-            if cleanup is not None:
-                cleanup.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await cleanup
+            for task in (cleanup, import_jobs):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await app.state.mailer.drain()
             await cache.close()
             if owns_database:
@@ -128,6 +137,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(contacts_sync_router, prefix=API_PREFIX)
     app.include_router(contacts_batch_router, prefix=API_PREFIX)
     app.include_router(interchange_router, prefix=API_PREFIX)
+    app.include_router(import_jobs_router, prefix=API_PREFIX)
     app.include_router(contacts_router, prefix=API_PREFIX)
     app.include_router(contacts_labels_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import app.auth.models
 import app.contacts.models
 import app.core.cache.durable
+import app.interchange.models
 import app.users.models  # noqa: F401 - register every table on the metadata
 from app.core.config import get_settings
 from app.core.db import Base

@@ -148,6 +148,8 @@ def make_settings(**overrides: Any) -> Settings:
         # No background replays of recorded invalidations (their queries would count in query-counting tests);
         # the tests of durable invalidations ask for them.
         "cache_replay_interval": 0,
+        # No background runner of import jobs: the tests run each job themselves (app.interchange.jobs.run_job).
+        "import_job_interval": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     import_sync_max_bytes: int = Field(default=1024 * 1024, ge=1024)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_record_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Each worker looks for import jobs to run every this many seconds (0: never); a running job whose worker has
+    # not reported for IMPORT_JOB_STALE_SECONDS is taken over and resumed.
+    import_job_interval: float = Field(default=2.0, ge=0)
+    import_job_stale_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator(
         "cors_origins", "trusted_proxies", "metrics_allow", "redis_cluster_nodes", "redis_sentinels", mode="before"

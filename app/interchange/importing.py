@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -24,7 +24,6 @@ from app.interchange.schemas import ImportMode, ImportReport
 from app.interchange.vcard_in import read_card
 
 logger = logging.getLogger(__name__)
-MAX_LINE_OVER_RECORD = 1.0  # a line may be as long as a whole record
 
 
 def parse_mapping(raw: str | None) -> dict[str, str]:
@@ -141,6 +140,31 @@ async def _take(db: AsyncSession, user_id: int, record: Record, mode: ImportMode
     return outcome
 
 
+CHECKPOINT_EVERY = 200
+
+
+class Resume:
+    """Where a background import stands: the last record whose work is committed (`position`) and the report
+    then; `checkpoint(position, report)` commits the work up to a record (and takes the user's lock again)."""
+
+    def __init__(
+        self,
+        position: int = 0,
+        report: ImportReport | None = None,
+        checkpoint: Callable[[int, ImportReport], Awaitable[None]] | None = None,
+    ) -> None:
+        self.position = position
+        self.report = report
+        self.checkpoint = checkpoint
+        self.since = 0
+
+    async def passed(self, position: int, report: ImportReport) -> None:
+        self.since += 1
+        if self.checkpoint is not None and self.since >= CHECKPOINT_EVERY:
+            self.since = 0
+            await self.checkpoint(position, report)
+
+
 async def _chunks_of(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
@@ -183,9 +207,12 @@ async def import_stream(
     filename: str | None = None,
     max_record: int,
     fallback_region: str | None = None,
+    resume: Resume | None = None,
 ) -> ImportReport:
     """Import a file read chunk by chunk: each record is read, matched and written (or refused) in turn, so
-    memory holds one record. ImportNotRecognised (nothing written) when the file is neither vCard nor CSV."""
+    memory holds one record. ImportNotRecognised (nothing written) when the file is neither vCard nor CSV.
+    With `resume` (a background job): records up to its position are passed over, the report goes on from its
+    report, and every CHECKPOINT_EVERY records its checkpoint commits the work done so far."""
     decoded = reading.utf8_chunks(chunks)
     first = await anext(decoded, None)
     if first is None:
@@ -202,18 +229,22 @@ async def import_stream(
 
     lines = reading.lines(rest(), max_record)
     region = None
-    report = ImportReport(format=kind)
+    resume = resume or Resume()
+    report = resume.report or ImportReport(format=kind)
     if kind == "vcard":
         region = await contacts.lock_address_book(db, user_id) or fallback_region
         async for card in reading.cards(lines, max_record):
+            if card.position <= resume.position:
+                continue
             try:
                 if card.refused:
                     raise Refused(card.refused)
                 outcome = await _take(db, user_id, read_card(card.text), mode, region)
             except Refused as refusal:
                 report.refuse(card.position, str(refusal))
-                continue
-            setattr(report, outcome, getattr(report, outcome) + 1)
+            else:
+                setattr(report, outcome, getattr(report, outcome) + 1)
+            await resume.passed(card.position, report)
         return report
     records = csv_in.csv_records(lines, encoding, max_record)
     _, columns = await anext(records, (0, "the file is empty"))
@@ -228,6 +259,8 @@ async def import_stream(
     report.layout = layout
     region = await contacts.lock_address_book(db, user_id) or fallback_region
     async for number, cells in records:
+        if number <= resume.position:
+            continue
         try:
             if isinstance(cells, str):
                 raise Refused(cells)
@@ -236,8 +269,9 @@ async def import_stream(
             outcome = await _take(db, user_id, csv_in.read_row(layout, columns, cells, mapping or {}), mode, region)
         except Refused as refusal:
             report.refuse(number, str(refusal))
-            continue
-        setattr(report, outcome, getattr(report, outcome) + 1)
+        else:
+            setattr(report, outcome, getattr(report, outcome) + 1)
+        await resume.passed(number, report)
     return report
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from app.contacts.entries import GroupLabel
@@ -18,11 +18,12 @@ from app.core.config import Settings
 from app.core.db import SessionDep
 from app.core.errors import UnsupportedMediaType
 from app.core.openapi import errors
-from app.interchange import duplicates, exporting, importing
+from app.interchange import duplicates, exporting, importing, jobs
 from app.interchange.schemas import (
     DuplicateList,
     ExportFormat,
     ExportVersion,
+    ImportJobRead,
     ImportMode,
     ImportReport,
     MergeRequest,
@@ -77,37 +78,48 @@ async def export_contacts(
     return StreamingResponse(stream, media_type=exporting.MEDIA_TYPES[format], headers=headers)
 
 
-async def _body(request: Request, limit: int) -> tuple[bytes, str | None, str | None]:
-    """The file's bytes (at most `limit`, else 413 with nothing read further), its type and name."""
+class _Upload:
+    """The file of an import request: its type, name and size (when known), and its bytes as they come."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], content_type: str | None, filename: str | None, size: int | None):
+        self.chunks, self.content_type, self.filename, self.size = chunks, content_type, filename, size
+
+
+async def _upload(request: Request) -> _Upload:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=5)
+        form = await request.form(max_files=1, max_fields=5)  # the file is spooled to disk past 1 MB
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise UnsupportedMediaType("Send the file in the form field `file`.")
-        if upload.size is not None and upload.size > limit:
-            raise importing.too_large(upload.size, limit)
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise importing.too_large(len(data), limit)
-        return data, upload.content_type, upload.filename
+
+        async def parts() -> AsyncIterator[bytes]:
+            while piece := await upload.read(256 * 1024):
+                yield piece
+
+        return _Upload(parts(), upload.content_type, upload.filename, upload.size)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise importing.too_large(int(declared), limit)
+    return _Upload(request.stream(), content_type, None, int(declared) if declared.isdigit() else None)
+
+
+async def _head(upload: _Upload, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the file, and whether more follow (then the rest is still in `upload.chunks`)."""
     held = bytearray()
-    chunks: AsyncIterator[bytes] = request.stream()
-    async for chunk in chunks:
+    async for chunk in upload.chunks:
         held += chunk
         if len(held) > limit:
-            raise importing.too_large(len(held), limit)
-    return bytes(held), content_type, None
+            return bytes(held), True
+    return bytes(held), False
 
 
 @router.post(
     "/import",
     response_model=ImportReport,
     openapi_extra=_IMPORT_BODY,
-    responses=errors(400, 401, 403, 413, 415, 429),
+    responses={
+        202: {"model": ImportJobRead, "description": "Over IMPORT_SYNC_MAX_BYTES: a background job (see Location)"},
+        **errors(400, 401, 403, 413, 415, 429),
+    },
 )
 async def import_contacts(
     user: ContactsUser,
@@ -124,25 +136,50 @@ async def import_contacts(
             '`{"Surname": "last_name", "Mail": "email"}`; fields: ' + ", ".join(importing.csv_in.MAPPABLE),
         ),
     ] = None,
-) -> ImportReport:
+) -> ImportReport | JSONResponse:
     """Import a vCard file (2.1, 3.0 or 4.0; several cards; folded lines, quoted-printable, CHARSET, PHOTO,
     Apple's custom labels, CATEGORIES as labels, unknown and X- properties kept) or a CSV file (Google's or
     Outlook's layout, told by the header; any other with `mapping`), in UTF-8 (with or without BOM), UTF-16 or
     Latin-1. Each record is matched to a contact by UID, else by the same name and a shared email or phone, so an
     import can be repeated: a record already held changes nothing. The report counts what was created, updated,
     unchanged and skipped, and gives each refused record's position and reason; a bad record never stops the
-    others. A file that is neither vCard nor CSV answers 415; one over IMPORT_SYNC_MAX_BYTES answers 413."""
+    others. A file that is neither vCard nor CSV answers 415. A file over IMPORT_SYNC_MAX_BYTES (up to IMPORT_MAX_BYTES,
+    else 413) is imported in the background: 202 with the job, its URL in `Location` (`GET /imports/{id}`)."""
     settings: Settings = request.app.state.settings
     columns = importing.parse_mapping(mapping)
-    data, content_type, filename = await _body(request, settings.import_sync_max_bytes)
+    upload = await _upload(request)
+    if upload.size is not None and upload.size > settings.import_max_bytes:
+        raise importing.too_large(upload.size, settings.import_max_bytes)
+    head, more = await _head(upload, settings.import_sync_max_bytes)
+    if more:
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield head
+            async for chunk in upload.chunks:
+                yield chunk
+
+        job = await jobs.create_job(
+            session,
+            user.id,
+            whole(),
+            mode=mode,
+            mapping=columns,
+            content_type=upload.content_type,
+            filename=upload.filename,
+            limit=settings.import_max_bytes,
+        )
+        location = str(request.app.url_path_for("read_import_job", job_id=job["id"]))
+        return JSONResponse(
+            ImportJobRead.model_validate(job).model_dump(mode="json"), status_code=202, headers={"Location": location}
+        )
     return await importing.import_bytes(
         session,
         user.id,
-        data,
+        head,
         mode=mode,
         mapping=columns,
-        content_type=content_type,
-        filename=filename,
+        content_type=upload.content_type,
+        filename=upload.filename,
         max_record=settings.import_max_record_bytes,
         fallback_region=settings.default_phone_region,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,3 +74,23 @@ class MergeResult(BaseModel):
 
     contact: ContactRead
     trashed: list[int]
+
+
+class ImportProgress(BaseModel):
+    bytes_total: int = Field(ge=0)
+    bytes_read: int = Field(ge=0, description="How much of the file the committed records came from")
+    records: int = Field(ge=0, description="The position of the last record whose work is committed")
+
+
+class ImportJobRead(BaseModel):
+    """A background import: `pending`, `running`, `done` (with its report) or `failed` (with its error; what was
+    committed before stays, and running it again matches every record again)."""
+
+    id: str
+    status: Literal["pending", "running", "done", "failed"]
+    progress: ImportProgress
+    report: ImportReport | None
+    error: str | None
+    attempts: int = Field(ge=0)
+    created_at: datetime
+    finished_at: datetime | None

@@ -37,6 +37,8 @@ APP_TABLES = {
     "idempotency_keys",
     "cache_invalidations",
     "app_passwords",
+    "import_jobs",
+    "import_job_chunks",
 }
 # Created by the migration only where pg_trgm and btree_gin exist; deliberately not on the ORM metadata.
 POSTGRES_ONLY_INDEXES = {"ix_contacts_search_text_trgm"}
