@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 import vobject
@@ -14,6 +15,7 @@ from app.interchange import exporting
 from tests.factories import auth_headers, make_contact, make_user
 
 API = "/api/v1"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "interchange"
 
 
 @pytest.fixture
@@ -157,3 +159,46 @@ async def test_export_needs_a_known_format(client, headers):
     response = await client.get(f"{API}/contacts/export", params={"format": "xml"}, headers=headers)
 
     assert response.status_code == 422
+
+
+async def test_a_vcard_that_came_in_goes_out_with_its_other_properties_and_reads_back_unchanged(client, headers):
+    body = (FIXTURES / "icloud.vcf").read_bytes()
+    imported = await client.post(
+        f"{API}/contacts/import", content=body, headers={**headers, "Content-Type": "text/vcard"}
+    )
+    assert imported.json()["created"] == 2
+
+    exported = await export(client, headers, format="vcard", version="3.0")
+
+    johnny = next(card for card in vobject.readComponents(exported) if card.fn.value == "Johnny Appleseed")
+    assert johnny.photo.params["TYPE"] == ["JPEG"]
+    assert johnny.photo.value == vobject.readOne(body.decode().split("END:VCARD")[0] + "END:VCARD\r\n").photo.value
+    related = johnny.contents["x-abrelatednames"][0]
+    assert (related.value, related.group) == ("Jane Appleseed", "item4")
+    assert [line.value for line in johnny.contents["x-ablabel"] if line.group == "item4"] == ["_$!<Spouse>!$_"]
+    assert johnny.contents["x-abuid"][0].value == "5AD380FD-B2DE-4261-BA99-DE1D1DB52FBE:ABPerson"
+    emails = {line.value: line.group for line in johnny.contents["email"]}
+    labels = {line.group: line.value for line in johnny.contents["x-ablabel"]}
+    assert labels[emails["jappleseed@orchard.example"]] == "Orchard"
+
+    again = await client.post(
+        f"{API}/contacts/import", content=exported.encode(), headers={**headers, "Content-Type": "text/vcard"}
+    )
+
+    assert (again.json()["unchanged"], again.json()["created"], again.json()["updated"]) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("version", ["4.0", "3.0"])
+async def test_every_field_survives_a_vcard_export_and_import_into_another_book(client, db, settings, headers, version):
+    ada = await create(client, headers, **ADA)
+    other = auth_headers(settings, await make_user(db, settings))
+
+    exported = await export(client, headers, format="vcard", version=version)
+    report = await client.post(
+        f"{API}/contacts/import", content=exported.encode(), headers={**other, "Content-Type": "text/vcard"}
+    )
+
+    assert report.json()["created"] == 1, report.text
+    copy = (await client.get(f"{API}/contacts", headers=other)).json()["items"][0]
+    fields = [k for k in ada if k not in ("id", "user_id", "etag", "created_at", "updated_at")]
+    assert {k: copy[k] for k in fields} == {k: ada[k] for k in fields}
