@@ -47,6 +47,7 @@ from app.users import service as users_service
 from app.users.account_router import router as account_router
 from app.users.router import admin_router
 from app.users.router import router as users_router
+from app.web.setup import install as install_web_pages
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(contacts_labels_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
     app.include_router(dav_router)  # CardDAV at /dav and /.well-known/carddav, beside the REST API
+    install_web_pages(app)  # the web pages at the site's root (/login, /contacts, ...), beside both
     app.openapi = document_body_errors(app)  # type: ignore[method-assign]
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)

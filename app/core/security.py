@@ -110,6 +110,7 @@ class TokenPurpose(enum.StrEnum):
     refresh = "contacts-api:refresh"
     verify_email = "contacts-api:verify-email"
     reset_password = "contacts-api:reset-password"  # noqa: S105 - an audience name
+    web_session = "contacts-api:web-session"
 
 
 class InvalidToken(Exception):

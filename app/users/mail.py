@@ -15,7 +15,9 @@ def _link(settings: Settings, path: str, token: str) -> str:
 
 
 def verification_mail(settings: Settings, user: User) -> Mail:
-    link = _link(settings, "/api/v1/auth/verify-email", tokens.verify_email_token(settings, user.id, user.email))
+    # The web page (app/web) confirms the address and says so in words; API clients may call
+    # GET /api/v1/auth/verify-email with the same token.
+    link = _link(settings, "/verify-email", tokens.verify_email_token(settings, user.id, user.email))
     return Mail(
         to=user.email,
         subject="Confirm your email address",
@@ -31,6 +33,7 @@ def reset_mail(settings: Settings, user: User) -> Mail:
         subject="Reset your password",
         body=f"Someone asked to reset the password of your {settings.app_name} account.\n\n"
         f"Reset it within {settings.reset_token_ttl // 60} minutes at:\n{link}\n\n"
-        "POST the token from this link with your new password to /api/v1/auth/reset-password.\n"
+        "The link opens a page where you choose the new password (API clients may POST the token with the new\n"
+        "password to /api/v1/auth/reset-password).\n"
         "If it was not you, ignore this message: your password stays as it is.\n",
     )

@@ -1,0 +1,1 @@
+"""The web pages (issue 15): server-rendered forms over the same services as the REST API and CardDAV."""
