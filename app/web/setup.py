@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.web.account_pages import router as account_router
+from app.web.contact_pages import router as contact_router
 from app.web.rendering import redirect, render
 from app.web.security import (
     AdminOnly,
@@ -53,6 +54,7 @@ def install(app: FastAPI) -> None:
     """Serve the pages at the site's root, beside the REST API (/api/v1) and CardDAV (/dav)."""
     app.include_router(account_router)
     app.include_router(settings_router)
+    app.include_router(contact_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(AdminOnly, _admin_only)
