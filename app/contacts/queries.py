@@ -211,3 +211,11 @@ async def rows_after_id(
     where = [*_where(user_id, query), _COLUMNS.id > after_id]
     statement = select(Contact.__table__).where(*where).order_by(_COLUMNS.user_id, _COLUMNS.id).limit(limit)
     return [dict(row) for row in (await session.execute(statement)).mappings().all()]
+
+
+async def rows_by_uids(session: AsyncSession, user_id: int, uids: Sequence[str]) -> list[dict[str, Any]]:
+    """The live contacts of the user among `uids`, in one query (a CardDAV multiget asks for up to a few hundred)."""
+    if not uids:
+        return []
+    statement = select(Contact.__table__).where(*live(user_id), _COLUMNS.uid.in_(list(uids)))
+    return [dict(row) for row in (await session.execute(statement)).mappings().all()]

@@ -381,3 +381,8 @@ async def live_contacts(db: AsyncSession, user_id: int, contact_ids: list[int]) 
     for contact_id in contact_ids:
         found.append(await _owned_contact(db, contact_id, user_id))
     return found
+
+
+async def rows_by_uids(db: AsyncSession, user_id: int, uids: list[str]) -> list[dict[str, Any]]:
+    """The user's live contacts among `uids` (as rows), in one query."""
+    return await queries.rows_by_uids(db, user_id, uids)

@@ -12,9 +12,9 @@ from urllib.parse import quote, unquote, urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts import changes, service, trash
-from app.contacts.models import Contact
 from app.contacts.schemas import etag_of
 from app.contacts.service import PreconditionFailed
+from app.core.cache import cache, loads_value
 from app.core.config import Settings
 from app.dav.xml import CARDDAV, DAV, DavError, tag
 from app.interchange.records import Refused, normalise
@@ -61,10 +61,6 @@ def uid_of_href(user_id: int, href: str) -> str | None:
     return uid_of(unquote(path[len(prefix) :]))
 
 
-def row_of(contact: Contact) -> dict[str, Any]:
-    return {column.name: getattr(contact, column.name) for column in Contact.__table__.columns}
-
-
 def etag(row: dict[str, Any]) -> str:
     return etag_of(int(row["id"]), int(row["version"]))
 
@@ -80,23 +76,41 @@ async def sync_token(db: AsyncSession, settings: Settings, user_id: int) -> str:
     return SYNC_PREFIX + await changes.current_token(db, settings, user_id)
 
 
-async def members(db: AsyncSession, user_id: int) -> AsyncIterator[dict[str, Any]]:
+async def member_batches(db: AsyncSession, user_id: int) -> AsyncIterator[list[dict[str, Any]]]:
     """Every live contact of the user, in id order, a batch at a time (never the whole book in memory)."""
     after = 0
     while True:
         rows = await service.export_batch(db, user_id, after_id=after, limit=BATCH)
-        for row in rows:
-            yield row
+        if rows:
+            yield rows
         if len(rows) < BATCH:
             return
         after = int(rows[-1]["id"])
 
 
+async def cards(db: AsyncSession, user_id: int, uids: list[str]) -> dict[str, dict[str, Any]]:
+    """The live contacts among `uids`, by uid, in one query."""
+    return {str(row["uid"]): row for row in await service.rows_by_uids(db, user_id, uids)}
+
+
 async def card(db: AsyncSession, user_id: int, uid: str) -> dict[str, Any] | None:
-    contact = await service.contact_by_uid(db, user_id, uid)
-    if contact is None or contact.deleted_at is not None:
-        return None
-    return row_of(contact)
+    return (await cards(db, user_id, [uid])).get(uid)
+
+
+async def texts(user_id: int, rows: list[dict[str, Any]], version: str) -> dict[int, str]:
+    """Each contact's vCard text (by id) as served: from the cache, whose keys name the contact's version (so a
+    cached card is never older than the contact), else serialised and cached. One round trip for the lot."""
+    keys = [cache.card_key(int(row["id"]), int(row["version"]), version, user_id) for row in rows]
+    cached = await cache.prefetch([(key, None) for key in keys]) if rows else None
+    found: dict[int, str] = {}
+    for n, (row, key) in enumerate(zip(rows, keys, strict=True)):
+        value = loads_value(cached[n]) if cached else None
+        if isinstance(value, dict) and isinstance(value.get("card"), str):
+            found[int(row["id"])] = value["card"]
+            continue
+        found[int(row["id"])] = text = card_text(row, version)
+        await cache.store(key, {"card": text}, cache.settings.cache_contact_ttl)
+    return found
 
 
 async def sync(

@@ -108,15 +108,16 @@ def book(user_id: int, token: str) -> dict[str, Builder]:
     }
 
 
-def card(row: dict[str, Any], version: str = "3.0", *, with_data: bool = False) -> dict[str, Builder]:
-    """A card's properties; `address-data` only when asked for by name (never in allprop: it is the card)."""
+def card(row: dict[str, Any], text: str | None = None) -> dict[str, Builder]:
+    """A card's properties; `address-data` (its `text`) only when given, for a report that asked for it by name
+    (never in allprop: it is the card itself)."""
     available: dict[str, Builder] = {
         GETETAG: _text(GETETAG, books.etag(row)),
         tag(DAV, "getcontenttype"): _text(tag(DAV, "getcontenttype"), "text/vcard; charset=utf-8"),
         tag(DAV, "resourcetype"): _resourcetype(),
     }
-    if with_data:
-        available[ADDRESS_DATA] = lambda: element(ADDRESS_DATA, books.card_text(row, version))
+    if text is not None:
+        available[ADDRESS_DATA] = lambda: element(ADDRESS_DATA, text)
     return available
 
 

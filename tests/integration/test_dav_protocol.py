@@ -294,3 +294,18 @@ async def test_guessing_app_passwords_over_basic_is_throttled_like_logins(db, se
     assert over.status_code == 429
     assert right_but_throttled.status_code == 429
     assert owner_elsewhere.status_code == 207
+
+
+async def test_a_cached_card_is_never_older_than_the_contact(client, basic, owner, settings):
+    href = book(owner) + "ada-1.vcf"
+    await dav(client, "PUT", href, basic, CARD.format(uid="ada-1"))
+    first = await dav(client, "GET", href, basic)  # serialised and cached under its version
+    assert (await dav(client, "GET", href, basic)).text == first.text
+    rest = auth_headers(settings, owner)
+    contact_id = (await client.get(f"{API}/contacts", headers=rest)).json()["items"][0]["id"]
+
+    await client.patch(f"{API}/contacts/{contact_id}", json={"nickname": "Countess"}, headers=rest)
+    after = await dav(client, "GET", href, basic)
+
+    assert "NICKNAME:Countess" in after.text
+    assert after.headers["etag"] != first.headers["etag"]

@@ -50,7 +50,7 @@ from app.core.cache.invalidation import CacheWriteRefused, Invalidations
 from app.core.cache.memory_backend import MemoryBackend
 from app.core.cache.metrics import CACHE_FILLS, CACHE_INVALIDATIONS, CACHE_REQUESTS, REDIS_ROUNDTRIPS, Kind, hit_ratios
 from app.core.cache.redis_backend import RedisBackend
-from app.core.cache.serialization import USER_CACHE_FIELDS, dumps, filter_user_data
+from app.core.cache.serialization import USER_CACHE_FIELDS, dumps, filter_user_data, loads_value
 from app.core.config import Settings
 from app.core.db import after_commit, before_commit
 
@@ -77,6 +77,7 @@ __all__ = [
     "dumps",
     "filter_user_data",
     "hit_ratios",
+    "loads_value",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,11 @@ class Cache:
     def contacts_key(self, user_id: int) -> str:
         return f"{self.settings.cache_key_prefix}contacts:{self._owner(user_id)}"
 
+    def card_key(self, contact_id: int, version: int, vcard_version: str, user_id: int) -> str:
+        """A contact's vCard text at one version: immutable (every write makes a new version), never invalidated."""
+        owner = self._owner(user_id)
+        return f"{self.settings.cache_key_prefix}card:{contact_id}:{version}:{vcard_version}:user:{owner}"
+
     def _is_list_key(self, key: str) -> bool:
         return key[len(self.settings.cache_key_prefix) :].startswith(LIST_KEY)
 
@@ -221,6 +227,11 @@ class Cache:
         return await self.invalidate(self.contacts_key(user_id))
 
     # -- reads ------------------------------------------------------------------------------------------------
+
+    async def store(self, key: str, data: Any, ttl: int) -> bool:
+        """Cache `data` under a key whose content never changes (it names its version): no lease, no invalidation.
+        False if not stored (the cache is off or unavailable)."""
+        return await self._engine.store(key, data, ttl)
 
     async def prefetch(self, keys: list[tuple[str, str | None]]) -> list[bytes | None] | None:
         """Read several keys in one round trip (the user and the contact of a request); None if unavailable."""
