@@ -235,7 +235,7 @@ def import_file(
 
 
 async def _export(email: str, export_format: str, version: str, output: Path, label: str | None) -> int:
-    from app.contacts import service as contacts_service
+    from app.contacts import import_service
     from app.core.db import Database
     from app.interchange import exporting
 
@@ -245,7 +245,7 @@ async def _export(email: str, export_format: str, version: str, output: Path, la
     try:
         async with database.sessionmaker() as session:
             user_id = await _user_id(session, email)
-            total = await contacts_service.count_of_user(session, user_id)
+            total = await import_service.count_of_user(session, user_id)
         with _progress() as progress, output.open("wb") as file:
             task = progress.add_task(f"exporting to {output.name}", total=None if label else total)
 

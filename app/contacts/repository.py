@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, column, delete, func, insert, inspect, select, table
+from sqlalchemy import ColumnElement, String, case, column, delete, func, insert, inspect, select, table, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -306,6 +306,46 @@ async def find_by_name(
         .order_by(Contact.id)
         .limit(50)
     )
+    return (await session.execute(query)).scalars().all()
+
+
+async def add_many(session: AsyncSession, contacts: Sequence[Contact], first_seq: int) -> None:
+    """Insert new contacts of one user in a few statements (an import's batch), numbered first_seq, first_seq+1,
+    ... in order, with their mirrored emails and labels. The caller holds the lock and has taken the numbers
+    (`take_change_seq(count=len, contacts_delta=len)`) and made sure their uids are free."""
+    for number, contact in enumerate(contacts):
+        contact.uid = contact.uid or str(uuid.uuid4())
+        derive(contact)
+        contact.version, contact.change_seq = 1, first_seq + number
+    session.add_all(contacts)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ContactUidTaken from exc
+    emails = [{"contact_id": c.id, "user_id": c.user_id, "value_lower": v} for c in contacts for v in _emails_of(c)]
+    labels = [{"contact_id": c.id, "user_id": c.user_id, "name": name} for c in contacts for name in c.labels or []]
+    if emails:
+        await session.execute(insert(ContactEmail), emails)
+    if labels:
+        await session.execute(insert(ContactLabel), labels)
+
+
+async def find_by_uids(session: AsyncSession, user_id: int, uids: Sequence[str]) -> Sequence[Contact]:
+    """The user's contacts with these uids, trashed ones included (one query for a batch of imported records)."""
+    if not uids:
+        return []
+    query = select(Contact).where(_owned(user_id), Contact.uid.in_(sorted(set(uids))))
+    return (await session.execute(query)).scalars().all()
+
+
+async def find_by_names(session: AsyncSession, user_id: int, names: Sequence[tuple[str, str]]) -> Sequence[Contact]:
+    """The user's live contacts whose (first name, last name or "") is one of `names`, lower-cased (one query for
+    a batch of imported records; the ix_contacts_user_id_name index serves it)."""
+    if not names:
+        return []
+    key = tuple_(func.lower(func.coalesce(Contact.last_name, "")), func.lower(Contact.first_name))
+    wanted = sorted({(last, first) for first, last in names})
+    query = select(Contact).where(*live(user_id), key.in_(wanted)).order_by(Contact.id)
     return (await session.execute(query)).scalars().all()
 
 

@@ -315,10 +315,6 @@ async def contact_by_uid(db: AsyncSession, user_id: int, uid: str) -> Contact | 
     return await repository.find_by_uid(db, user_id, uid)
 
 
-async def contacts_named(db: AsyncSession, user_id: int, first_name: str, last_name: str | None) -> list[Contact]:
-    return list(await repository.find_by_name(db, user_id, first_name, last_name))
-
-
 def _set_imported(contact: Contact, fields: dict[str, Any], extra: Any, region: str | None) -> None:
     for name in IMPORTED_FIELDS:
         value = fields.get(name)
@@ -341,16 +337,29 @@ async def create_imported(
     return contact
 
 
+def stage_imported(
+    db: AsyncSession, contact: Contact, fields: dict[str, Any], *, extra: Any, region: str | None
+) -> bool:
+    """Give a contact (in memory) the fields read from a file; answers whether that changes it (then
+    `save_imported` writes it)."""
+    _set_imported(contact, fields, extra, region)
+    return repository.changes_anything(db, contact)
+
+
+async def save_imported(db: AsyncSession, contact: Contact) -> None:
+    """Write a contact changed by `stage_imported` as a new version."""
+    change_seq = await repository.take_change_seq(db, contact.user_id)
+    await repository.save(db, contact, change_seq)
+    invalidate_around_commit(db, contact.user_id, contact.id)
+
+
 async def update_imported(
     db: AsyncSession, contact: Contact, fields: dict[str, Any], *, extra: Any, region: str | None
 ) -> bool:
     """Give a contact the fields read from a file; a new version only if something changed (answered)."""
-    _set_imported(contact, fields, extra, region)
-    if not repository.changes_anything(db, contact):
+    if not stage_imported(db, contact, fields, extra=extra, region=region):
         return False
-    change_seq = await repository.take_change_seq(db, contact.user_id)
-    await repository.save(db, contact, change_seq)
-    invalidate_around_commit(db, contact.user_id, contact.id)
+    await save_imported(db, contact)
     return True
 
 
@@ -360,27 +369,6 @@ async def export_batch(
     """The next `limit` live contacts after `after_id` in id order (as rows), carrying `label` or matching `q`."""
     query = ListQuery(q=(q or "").strip().lower() or None, label=label)
     return await queries.rows_after_id(db, user_id, query, after_id, limit)
-
-
-async def widest_lists(db: AsyncSession, user_id: int) -> dict[str, int]:
-    return await repository.widest_lists(db, user_id)
-
-
-async def count_of_user(db: AsyncSession, user_id: int) -> int:
-    """The size of the user's address book (trash excluded)."""
-    return await repository.count_of_user(db, user_id)
-
-
-async def duplicate_keys(db: AsyncSession, user_id: int) -> list[tuple[int, str, str | None, str | None, Any, Any]]:
-    return await repository.duplicate_keys(db, user_id)
-
-
-async def live_contacts(db: AsyncSession, user_id: int, contact_ids: list[int]) -> list[Contact]:
-    """The user's live contacts with these ids, in the order given; ContactNotFound if any is not one."""
-    found = []
-    for contact_id in contact_ids:
-        found.append(await _owned_contact(db, contact_id, user_id))
-    return found
 
 
 async def rows_by_uids(db: AsyncSession, user_id: int, uids: list[str]) -> list[dict[str, Any]]:

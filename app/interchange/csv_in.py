@@ -69,6 +69,7 @@ _OUTLOOK_PHONES = {
 }
 _PARTS = ("Street", "City", "PO Box", "Region", "Postal Code", "Country", "Extended Address")
 _GOOGLE_SYSTEM_GROUPS = frozenset({MY_CONTACTS, STARRED, "* Other Contacts"})
+_GOOGLE_LABEL_GROUPS = frozenset({"* family", "* friends", "* coworkers"})
 _NUMBERED = re.compile(r"^(E-mail|Phone|Address|Website|Event|Custom Field|Relation|IM) (\d+) - (.+)$")
 
 
@@ -136,7 +137,11 @@ def _google(cells: Mapping[str, str]) -> Record:
     fields["favorite"] = STARRED in labels
     # Google's own groups are written `* name`: myContacts and Other Contacts say nothing, starred is a favourite,
     # its Family, Friends and Coworkers are labels like the user's.
-    fields["labels"] = [label.removeprefix("* ") for label in labels if label not in _GOOGLE_SYSTEM_GROUPS]
+    fields["labels"] = [
+        label.removeprefix("* ") if label in _GOOGLE_LABEL_GROUPS else label
+        for label in labels
+        if label not in _GOOGLE_SYSTEM_GROUPS
+    ]
     return record
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contacts import service as contacts
+from app.contacts import import_service as contacts
+from app.contacts import service as contacts_service
 from app.contacts.models import Contact
+from app.core.schemas import MAX_ID
 from app.interchange.schemas import DuplicateGroup, DuplicateList, DuplicateReason, MergeResult
 
 # How sure a shared key makes us (more than one kind of shared key adds to it).
@@ -136,12 +138,14 @@ async def merge_contacts(
     """Merge `ids` into `primary_id` (which counts as one of them): the primary keeps its own values and takes the
     others' where it has none; every list entry and label is kept once; notes are joined. The others go to the
     trash (restore them to undo). ContactNotFound if any id is not a live contact of the user."""
+    if max(primary_id, *ids) > MAX_ID:
+        raise contacts_service.ContactNotFound
     region = await contacts.lock_address_book(db, user_id) or fallback_region
     other_ids = [contact_id for contact_id in dict.fromkeys(ids) if contact_id != primary_id]
     primary, *others = await contacts.live_contacts(db, user_id, [primary_id, *other_ids])
     fields = _merged_fields(primary, others)
     extra = _merged_extra([primary, *others])
     for other in others:
-        await contacts.delete_contact(db, other.id, user_id)
+        await contacts_service.delete_contact(db, other.id, user_id)
     await contacts.update_imported(db, primary, fields, extra=extra, region=region)
-    return MergeResult(contact=contacts.contact_json(primary), trashed=other_ids)
+    return MergeResult(contact=contacts_service.contact_json(primary), trashed=other_ids)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.contacts import service as contacts
+from app.contacts import import_service as contacts
 from app.interchange import csv_out
 from app.interchange.schemas import ExportFormat, ExportVersion
 from app.interchange.vcard_out import write_card

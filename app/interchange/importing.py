@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contacts import service as contacts
+from app.contacts import import_service as contacts
 from app.contacts.entries import e164
 from app.contacts.models import Contact
 from app.interchange import csv_in, reading
@@ -57,15 +58,41 @@ def _same_person(contact: Contact, fields: Mapping[str, Any], region: str | None
     return bool(emails & theirs_emails or phones & theirs_phones)
 
 
-async def _match(db: AsyncSession, user_id: int, record: Record, region: str | None) -> Contact | None:
-    if record.uid:
-        found = await contacts.contact_by_uid(db, user_id, record.uid)
-        if found is not None:
-            if found.deleted_at is not None:
-                raise Refused("the contact with this UID is in the trash: restore or purge it first")
-            return found
-    named = await contacts.contacts_named(db, user_id, record.fields["first_name"], record.fields["last_name"])
-    return next((contact for contact in named if _same_person(contact, record.fields, region)), None)
+class _Known:
+    """The contacts a batch of records may match, read in two queries (by uid, by name) for the whole batch, and
+    the contacts the batch creates, so that a record matches one created earlier in the same file."""
+
+    def __init__(self) -> None:
+        self.by_uid: dict[str, Contact] = {}
+        self.by_name: dict[tuple[str, str], list[Contact]] = {}
+
+    def add(self, contact: Contact) -> None:
+        self.by_uid[contact.uid] = contact
+        if contact.deleted_at is None:
+            self.by_name.setdefault(_name_key(contact.first_name, contact.last_name), []).append(contact)
+
+    async def load(self, db: AsyncSession, user_id: int, records: list[Record]) -> None:
+        uids = [record.uid for record in records if record.uid and record.uid not in self.by_uid]
+        for contact in await contacts.contacts_by_uids(db, user_id, uids):
+            self.add(contact)
+        names = [_name_key(record.fields["first_name"], record.fields["last_name"]) for record in records]
+        for contact in await contacts.contacts_named_any(db, user_id, names):
+            if contact.uid not in self.by_uid:
+                self.add(contact)
+
+    def match(self, record: Record, region: str | None) -> Contact | None:
+        if record.uid:
+            found = self.by_uid.get(record.uid)
+            if found is not None:
+                if found.deleted_at is not None:
+                    raise Refused("the contact with this UID is in the trash: restore or purge it first")
+                return found
+        named = self.by_name.get(_name_key(record.fields["first_name"], record.fields["last_name"]), [])
+        return next((contact for contact in named if _same_person(contact, record.fields, region)), None)
+
+
+def _name_key(first_name: str, last_name: str | None) -> tuple[str, str]:
+    return first_name.lower(), (last_name or "").lower()
 
 
 def _current(contact: Contact) -> dict[str, Any]:
@@ -111,11 +138,66 @@ def _merged_extra(old: Any, new: Any) -> Any:
     return {**new, "lines": list(dict.fromkeys([*old["lines"], *new.get("lines", [])]))}
 
 
-async def _store(db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None) -> str:
-    """Write one record; answers created, updated, unchanged or skipped."""
-    match = await _match(db, user_id, record, region)
+class _Creations:
+    """Records that match no contact, created together at the end of their batch (a few statements for the whole
+    batch); one that a later record of the batch would match is created first."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[int, Record]] = []
+        self.uids: set[str] = set()
+        self.names: set[tuple[str, str]] = set()
+
+    def would_match(self, record: Record) -> bool:
+        return (record.uid is not None and record.uid in self.uids) or _name_key(
+            record.fields["first_name"], record.fields["last_name"]
+        ) in self.names
+
+    def add(self, position: int, record: Record) -> None:
+        self.waiting.append((position, record))
+        if record.uid:
+            self.uids.add(record.uid)
+        self.names.add(_name_key(record.fields["first_name"], record.fields["last_name"]))
+
+    async def create(
+        self, db: AsyncSession, user_id: int, region: str | None, known: _Known, report: ImportReport
+    ) -> None:
+        """Create the waiting records in one savepoint; if the database refuses it, one by one (each refused
+        alone)."""
+        waiting, self.waiting, self.uids, self.names = self.waiting, [], set(), set()
+        if not waiting:
+            return
+        try:
+            async with db.begin_nested():
+                created = await contacts.create_imported_many(
+                    db, user_id, [(r.fields, r.uid, r.extra) for _, r in waiting], region=region
+                )
+        except DBAPIError:
+            for position, record in waiting:
+                try:
+                    async with db.begin_nested():
+                        one = await contacts.create_imported(
+                            db, user_id, record.fields, uid=record.uid, extra=record.extra, region=region
+                        )
+                except DBAPIError as exc:
+                    logger.warning("import: a record the database refused: %s", exc.__class__.__name__)
+                    report.refuse(position, "the database could not store this record")
+                    continue
+                known.add(one)
+                report.created += 1
+            return
+        for contact in created:
+            known.add(contact)
+        report.created += len(created)
+
+
+async def _store(
+    db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None, known: _Known
+) -> str:
+    """Write one record that matches a contact; answers updated, unchanged or skipped ("created" when it matches
+    none: the caller creates it). A write runs in a savepoint of its own: a record the database refuses leaves the
+    others standing."""
+    match = known.match(record, region)
     if match is None:
-        await contacts.create_imported(db, user_id, record.fields, uid=record.uid, extra=record.extra, region=region)
         return "created"
     if mode == "skip":
         return "skipped"
@@ -123,21 +205,58 @@ async def _store(db: AsyncSession, user_id: int, record: Record, mode: ImportMod
         fields, extra = _merged(match, record.fields), _merged_extra(match.vcard_extra, record.extra)
     else:
         fields, extra = record.fields, record.extra
-    changed = await contacts.update_imported(db, match, fields, extra=extra, region=region)
-    return "updated" if changed else "unchanged"
-
-
-async def _take(db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None) -> str:
-    """One record in a savepoint of its own: a record the database refuses leaves the others standing."""
-    normalise(record)
+    if not contacts.stage_imported(db, match, fields, extra=extra, region=region):
+        return "unchanged"
     try:
         async with db.begin_nested():
-            outcome = await _store(db, user_id, record, mode, region)
+            await contacts.save_imported(db, match)
     except DBAPIError as exc:
         logger.warning("import: a record the database refused: %s", exc.__class__.__name__)
         raise Refused("the database could not store this record") from exc
-    db.expunge_all()  # written: the session need not remember it (a long file stays in bounded memory)
-    return outcome
+    return "updated"
+
+
+BATCH = 100
+Read = Callable[[], Record]
+
+
+async def _take_batch(
+    db: AsyncSession,
+    user_id: int,
+    batch: list[tuple[int, Read | str]],
+    mode: ImportMode,
+    region: str | None,
+    report: ImportReport,
+    resume: Resume,
+) -> None:
+    """Read, match and write a batch of records (each `Read` parses its record; a string is its refusal)."""
+    ready: list[tuple[int, Record]] = []
+    for position, item in batch:
+        try:
+            if isinstance(item, str):
+                raise Refused(item)
+            ready.append((position, normalise(item())))
+        except Refused as refusal:
+            report.refuse(position, str(refusal))
+    known = _Known()
+    await known.load(db, user_id, [record for _, record in ready])
+    creations = _Creations()
+    for position, record in ready:
+        if creations.would_match(record):
+            await creations.create(db, user_id, region, known, report)
+        try:
+            outcome = await _store(db, user_id, record, mode, region, known)
+        except Refused as refusal:
+            report.refuse(position, str(refusal))
+            continue
+        if outcome == "created":
+            creations.add(position, record)
+        else:
+            setattr(report, outcome, getattr(report, outcome) + 1)
+    await creations.create(db, user_id, region, known, report)
+    db.expunge_all()  # written: the session need not remember them (a long file stays in bounded memory)
+    for position, _ in batch:
+        await resume.passed(position, report)
 
 
 CHECKPOINT_EVERY = 200
@@ -233,18 +352,15 @@ async def import_stream(
     report = resume.report or ImportReport(format=kind)
     if kind == "vcard":
         region = await contacts.lock_address_book(db, user_id) or fallback_region
+        batch: list[tuple[int, Read | str]] = []
         async for card in reading.cards(lines, max_record):
             if card.position <= resume.position:
                 continue
-            try:
-                if card.refused:
-                    raise Refused(card.refused)
-                outcome = await _take(db, user_id, read_card(card.text), mode, region)
-            except Refused as refusal:
-                report.refuse(card.position, str(refusal))
-            else:
-                setattr(report, outcome, getattr(report, outcome) + 1)
-            await resume.passed(card.position, report)
+            batch.append((card.position, card.refused or partial(read_card, card.text)))
+            if len(batch) >= BATCH:
+                await _take_batch(db, user_id, batch, mode, region, report, resume)
+                batch = []
+        await _take_batch(db, user_id, batch, mode, region, report, resume)
         return report
     records = csv_in.csv_records(lines, encoding, max_record)
     _, columns = await anext(records, (0, "the file is empty"))
@@ -258,20 +374,20 @@ async def import_stream(
         raise ImportLayoutUnknown
     report.layout = layout
     region = await contacts.lock_address_book(db, user_id) or fallback_region
+    rows: list[tuple[int, Read | str]] = []
     async for number, cells in records:
         if number <= resume.position:
             continue
-        try:
-            if isinstance(cells, str):
-                raise Refused(cells)
-            if len(cells) > len(columns):
-                raise Refused(f"the row has {len(cells)} cells and the header {len(columns)}")
-            outcome = await _take(db, user_id, csv_in.read_row(layout, columns, cells, mapping or {}), mode, region)
-        except Refused as refusal:
-            report.refuse(number, str(refusal))
+        if isinstance(cells, str):
+            rows.append((number, cells))
+        elif len(cells) > len(columns):
+            rows.append((number, f"the row has {len(cells)} cells and the header {len(columns)}"))
         else:
-            setattr(report, outcome, getattr(report, outcome) + 1)
-        await resume.passed(number, report)
+            rows.append((number, partial(csv_in.read_row, layout, columns, cells, mapping or {})))
+        if len(rows) >= BATCH:
+            await _take_batch(db, user_id, rows, mode, region, report, resume)
+            rows = []
+    await _take_batch(db, user_id, rows, mode, region, report, resume)
     return report
 
 

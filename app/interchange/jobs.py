@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contacts import service as contacts
+from app.contacts import import_service as contacts
 from app.core.config import Settings
 from app.core.db import Database, after_commit, commit, utcnow
 from app.core.errors import AppError, Conflict, NotFound

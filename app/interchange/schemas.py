@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contacts.schemas import ContactRead
-from app.core.schemas import MAX_ID, StrictModel
+from app.core.schemas import StrictModel
 
 ExportFormat = Literal["vcard", "csv"]
 ExportVersion = Literal["4.0", "3.0"]
@@ -63,8 +63,9 @@ class DuplicateList(BaseModel):
 class MergeRequest(StrictModel):
     """The contacts to merge into `primary` (which is kept, and counts as one of them whether listed or not)."""
 
-    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=50)
-    primary: int = Field(ge=1, le=MAX_ID)
+    # No upper bound in the schema: an id beyond any stored one is simply not one of yours (404).
+    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=50)
+    primary: int = Field(ge=1)
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"ids": [12, 31], "primary": 12}]})
 

@@ -1,4 +1,4 @@
-"""Bad files: binary garbage, a zip renamed .vcf, a file over the limit, a CSV of 10,000 columns or in an unknown
+"""Bad files: binary garbage, a zip renamed .vcf, a file over the limits, a CSV of 10,000 columns or in an unknown
 layout, a broken card among good ones, a card over the size limit, thousands of empty cards. Each answers a clear
 4xx (nothing stored touched) or a clear refusal of its record, the others imported."""
 
@@ -71,25 +71,31 @@ async def test_a_file_that_is_neither_vcard_nor_csv_answers_415(client, db, head
     assert await untouched(db, existing)
 
 
-async def test_a_file_over_the_synchronous_limit_answers_413(client, db, settings, headers, existing):
+async def test_a_file_over_the_synchronous_limit_becomes_a_job_and_touches_nothing_yet(
+    client, db, settings, headers, existing
+):
     body = "".join(GOOD.format(n=n) for n in range(30_000)).encode()
     assert len(body) > settings.import_sync_max_bytes
 
     response = await post_file(client, headers, body)
 
-    assert response.status_code == 413
-    assert response.json()["error"] == "ImportTooLarge"
+    assert response.status_code == 202
+    assert response.json()["status"] == "pending"
     assert await untouched(db, existing)
 
 
-async def test_a_raw_body_over_the_limit_is_refused_before_it_is_read(client, db, settings, headers, existing):
+async def test_a_raw_body_over_the_largest_import_is_refused_before_it_is_read(
+    client, db, settings, headers, existing, monkeypatch
+):
+    monkeypatch.setattr(settings, "import_max_bytes", 64 * 1024)
     response = await client.post(
         f"{API}/contacts/import",
-        content=b"BEGIN:VCARD\r\n" + b"X" * (settings.import_sync_max_bytes + 10),
+        content=b"BEGIN:VCARD\r\n" + b"X" * (settings.import_max_bytes + 10),
         headers={**headers, "Content-Type": "text/vcard"},
     )
 
     assert response.status_code == 413
+    assert response.json()["error"] == "ImportTooLarge"
     assert await untouched(db, existing)
 
 

@@ -135,3 +135,14 @@ async def test_merging_a_contact_that_is_not_yours_changes_nothing(client, db, s
     assert (await client.get(f"{API}/contacts/{mine['id']}", headers=headers)).json()["etag"] == mine["etag"]
     stranger_view = await client.get(f"{API}/contacts/{theirs['id']}", headers=auth_headers(settings, stranger))
     assert stranger_view.status_code == 200
+
+
+async def test_merging_ids_beyond_any_stored_one_answers_404(client, headers):
+    mine = await create(client, headers, first_name="Mine")
+
+    response = await client.post(
+        f"{API}/contacts/merge", json={"ids": [9223372036854776000], "primary": mine["id"]}, headers=headers
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "ContactNotFound"

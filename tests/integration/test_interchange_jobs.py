@@ -32,6 +32,7 @@ def headers(settings, owner):
 def small_sync_limit(settings, monkeypatch):
     monkeypatch.setattr(settings, "import_sync_max_bytes", 2048)
     monkeypatch.setattr(importing, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(importing, "BATCH", 10)
     return settings
 
 
@@ -70,7 +71,7 @@ async def test_a_worker_killed_mid_import_leaves_whole_batches_and_the_job_resum
     client, db, app, headers, small_sync_limit, monkeypatch
 ):
     job_id = await start(client, headers)
-    take = importing._take
+    store = importing._store
     calls = 0
 
     async def dies_at_the_25th(*args, **kwargs):
@@ -78,9 +79,9 @@ async def test_a_worker_killed_mid_import_leaves_whole_batches_and_the_job_resum
         calls += 1
         if calls == 25:
             raise asyncio.CancelledError  # what a worker being stopped raises where it stands
-        return await take(*args, **kwargs)
+        return await store(*args, **kwargs)
 
-    monkeypatch.setattr(importing, "_take", dies_at_the_25th)
+    monkeypatch.setattr(importing, "_store", dies_at_the_25th)
     with pytest.raises(asyncio.CancelledError):
         await jobs.run_job(app.state.db, small_sync_limit)
 
