@@ -161,8 +161,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium: str) -> Iterator[Any]:
+    # Package-scoped, not session: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, and every later test that starts its own loop (asyncio.run) would find it and fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
