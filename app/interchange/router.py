@@ -131,7 +131,7 @@ async def import_contacts(
     mapping: Annotated[
         str | None,
         Query(
-            max_length=20_000,
+            max_length=1000,
             description="For a CSV in another layout: a JSON object of column name to contact field, e.g. "
             '`{"Surname": "last_name", "Mail": "email"}`; fields: ' + ", ".join(importing.csv_in.MAPPABLE),
         ),
