@@ -127,11 +127,38 @@ def _escape_commas_21(text: str) -> str:
     return "\n".join(out)
 
 
+_URI_START = re.compile(r"^([A-Za-z0-9-]+\.)?(" + "|".join(sorted(URI_PROPERTIES)) + r")[;:]", re.IGNORECASE)
+
+
+def _value_start(line: str) -> int:
+    """Where a property line's value starts: after the first colon outside double quotes."""
+    quoted = False
+    for index, char in enumerate(line):
+        if char == '"':
+            quoted = not quoted
+        elif char == ":" and not quoted:
+            return index + 1
+    return len(line)
+
+
+def _protect_uris(text: str) -> str:
+    """A URI value (a 4.0 `PHOTO:data:image/jpeg;base64,...`) holds commas and semicolons that vobject, reading
+    it as 3.0 text, would cut it at: escape them, so that what it decodes is the URI as it came."""
+    out = []
+    for line in text.split("\n"):
+        if _URI_START.match(line):
+            start = _value_start(line)
+            line = line[:start] + re.sub(r"(?<!\\)([,;])", r"\\\1", line[start:])
+        out.append(line)
+    return "\n".join(out)
+
+
 def _parse(raw: bytes) -> Any:
     charset = _CHARSET.search(raw)
     text = decode_text(raw, charset.group(1).decode("ascii") if charset else None)
     if _VERSION_21.search(text):
         text = _escape_commas_21(text)
+    text = _protect_uris(text)
     try:
         return vobject.readOne(text, allowQP=True, ignoreUnreadable=True)
     except Exception as exc:  # vobject raises many kinds for a broken card; each is this card's refusal

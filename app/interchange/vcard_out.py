@@ -4,12 +4,15 @@ entry, and the properties kept from the card that came in (PHOTO, X- properties)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
 import vobject
 from vobject.base import textLineToContentLine
+
+from app.interchange.vcard_in import line_text
 
 VCardVersion = Literal["4.0", "3.0"]
 # Entry labels that a TYPE parameter says; any other label is written as an X-ABLabel of the entry's group.
@@ -79,12 +82,36 @@ def _add_entry(
     return line
 
 
+_BINARY = {"PHOTO": "image", "LOGO": "image", "SOUND": "audio", "KEY": "application"}
+_DATA_URI = re.compile(r"^data:([\w.+-]+/([\w.+-]+));base64,(.*)$", re.DOTALL)
+
+
+def _in_version(text: str, version: VCardVersion) -> Any:
+    """A kept line as the version written wants it: an inline PHOTO (LOGO, SOUND, KEY) is `ENCODING=b;TYPE=JPEG`
+    in 3.0 and a `data:image/jpeg;base64,` URI in 4.0; every other line as it came."""
+    line = textLineToContentLine(text)
+    kind = _BINARY.get(line.name)
+    if kind is None:
+        return line
+    encoding = [value.upper() for value in line.params.get("ENCODING", [])]
+    if version == "4.0" and encoding in (["B"], ["BASE64"]):
+        subtype = (line.params.get("TYPE") or ["jpeg"])[0].lower()
+        params = {name: values for name, values in line.params.items() if name not in ("ENCODING", "TYPE")}
+        line.params = params
+        line.value = f"data:{kind}/{subtype};base64,{str(line.value).replace(' ', '')}"
+    elif version == "3.0" and (match := _DATA_URI.match(str(line.value))):
+        line.params = {**{n: v for n, v in line.params.items() if n != "MEDIATYPE"}, "ENCODING": ["b"]}
+        line.params["TYPE"] = [match.group(2).upper()]
+        line.value = match.group(3)
+    return textLineToContentLine(line_text(line))
+
+
 def write_card(contact: Mapping[str, Any], version: VCardVersion = "4.0") -> str:
     """The contact (a row of the contacts table, as a mapping) as a vCard, CRLF line ends, folded at 75 octets."""
     card = vobject.vCard()
     card.add("version").value = version
     extra = contact.get("vcard_extra")
-    kept = [textLineToContentLine(text) for text in extra.get("lines", [])] if isinstance(extra, dict) else []
+    kept = [_in_version(text, version) for text in extra.get("lines", [])] if isinstance(extra, dict) else []
     groups = _Groups({line.group.lower() for line in kept if line.group})
     card.add("uid").value = str(contact["uid"])
     card.add("fn").value = full_name(contact)
@@ -126,5 +153,7 @@ def write_card(contact: Mapping[str, Any], version: VCardVersion = "4.0") -> str
     if contact.get("favorite"):
         card.add("x-contacts-favorite").value = "TRUE"
     for line in kept:
-        card.add(line)
+        # As it came (still encoded), without the behaviour vobject would give it: its value is written as it is
+        # (a 4.0 data: URI is not text to be split at commas and escaped).
+        card.contents.setdefault(line.name.lower(), []).append(line)
     return str(card.serialize())

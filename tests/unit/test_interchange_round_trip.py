@@ -5,6 +5,7 @@ labels) come out as they came in."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 from datetime import date
@@ -189,7 +190,12 @@ def test_a_card_read_and_written_keeps_its_other_properties_and_custom_labels(ve
     assert again.fields == record.fields
     assert again.extra is not None
     assert record.extra is not None
-    assert sorted(again.extra["lines"]) == sorted(record.extra["lines"])
+    # The photo goes out as the version wants it (4.0: a data: URI); the same bytes either way.
+    assert [_photo(line) for line in again.extra["lines"] if line.startswith("PHOTO")] == [
+        _photo(line) for line in record.extra["lines"] if line.startswith("PHOTO")
+    ]
+    others = sorted(line for line in again.extra["lines"] if not line.startswith("PHOTO"))
+    assert others == sorted(line for line in record.extra["lines"] if not line.startswith("PHOTO"))
     assert record.fields["emails"] == [{"value": "jo@example.com", "label": "Book club", "primary": True}]
     assert sorted(record.extra["lines"]) == sorted(
         [
@@ -200,3 +206,23 @@ def test_a_card_read_and_written_keeps_its_other_properties_and_custom_labels(ve
             "X-SOCIALPROFILE;TYPE=twitter;X-USER=jodoe:https://twitter.com/jodoe",
         ]
     )
+
+
+def _photo(line: str) -> bytes:
+    return base64.b64decode(line.rsplit(",", 1)[-1] if "data:" in line else line.rsplit(":", 1)[-1])
+
+
+def test_an_inline_photo_is_a_data_uri_in_40_and_base64_in_30_and_survives_both():
+    photo = base64.b64encode(b"\xff\xd8\xff\xe0 a small JPEG").decode()
+    card = (
+        f"BEGIN:VCARD\r\nVERSION:4.0\r\nN:Doe;Jo;;;\r\nUID:p-1\r\nPHOTO:data:image/jpeg;base64,{photo}\r\nEND:VCARD\r\n"
+    )
+    record = normalise(read_card(card.encode()))
+    assert record.extra is not None
+    assert record.extra["lines"] == [f"PHOTO:data:image/jpeg;base64,{photo}"]
+
+    as_30 = write_card({**record.fields, "uid": record.uid, "vcard_extra": record.extra}, "3.0")
+    assert f"PHOTO;ENCODING=b;TYPE=JPEG:{photo}\r\n" in as_30
+    again = normalise(read_card(as_30.encode()))
+    as_40 = write_card({**again.fields, "uid": again.uid, "vcard_extra": again.extra}, "4.0")
+    assert f"PHOTO:data:image/jpeg;base64,{photo}\r\n" in as_40
