@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         max_bytes=settings.max_request_bytes,
         larger={
             f"{API_PREFIX}/users/me/avatar": settings.avatar_max_bytes + 64 * 1024,
+            "/settings/avatar": settings.avatar_max_bytes + 64 * 1024,  # the web page's upload form
             f"{API_PREFIX}{IMPORT_PATH}": settings.import_max_bytes + 64 * 1024,
         },
     )

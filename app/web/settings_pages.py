@@ -8,12 +8,14 @@ from typing import Annotated
 import phonenumbers
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from app.auth import web_sessions
 from app.auth.schemas import Role
 from app.core.config import SettingsDep
 from app.core.db import SessionDep, commit
-from app.core.errors import AppError
+from app.core.dependencies import StorageDep
+from app.core.errors import AppError, PayloadTooLarge
 from app.core.rate_limit import enforce, request_ip
 from app.core.schemas import MAX_ID
 from app.users import passwords
@@ -80,6 +82,47 @@ async def change_region(request: Request, viewer: PageViewer, form: CheckedForm,
         return _settings_page(request, viewer, 400, region=region, errors={"default_region": message})
     await users_service.update_settings(session, viewer.user.id, body.model_dump())
     return redirect("/settings?notice=settings-saved")
+
+
+@router.post("/settings/avatar")
+async def upload_avatar(
+    request: Request,
+    viewer: PageViewer,
+    form: CheckedForm,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> Response:
+    """The same checks, image pool and per-user limit as PUT /users/me/avatar."""
+    upload = form.get("avatar")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return _settings_page(request, viewer, 400, errors={"avatar": "Choose an image file first."})
+    try:
+        await enforce(request, settings.rate_limit_avatar_upload, "avatar-upload", str(viewer.user.id))
+        data = await upload.read(settings.avatar_max_bytes + 1)
+        if len(data) > settings.avatar_max_bytes:
+            raise PayloadTooLarge
+        await users_service.set_avatar(session, settings, storage, viewer.user.id, data)
+    except AppError as error:
+        where = "form" if error.code in ("RateLimited", "ImagePoolBusy") else "avatar"
+        limit = settings.avatar_max_bytes // (1024 * 1024) or 1
+        words = AVATAR_WORDS.get(error.code, "").format(limit=limit) or words_for(error.code, error.detail)
+        return _settings_page(request, viewer, error.status_code, errors={where: words})
+    return redirect("/settings?notice=settings-saved")
+
+
+@router.post("/settings/avatar/remove")
+async def remove_avatar(viewer: PageViewer, form: CheckedForm, session: SessionDep, storage: StorageDep) -> Response:
+    await users_service.remove_avatar(session, storage, viewer.user.id)
+    return redirect("/settings?notice=settings-saved")
+
+
+AVATAR_WORDS = {
+    "NotAnImage": "This file is not an image we can use: choose a PNG, JPEG, WebP or GIF picture.",
+    "ImageTooLarge": "This picture has too many pixels: choose a smaller one.",
+    "PayloadTooLarge": "This file is too large: choose a picture of at most {limit} MB.",
+    "ImagePoolBusy": "We are busy processing pictures: please try again in a moment.",
+}
 
 
 @router.get("/admin/users")

@@ -112,3 +112,46 @@ async def test_admin_cannot_change_their_own_account_here(client, db, settings):
     response = await client.post(f"/admin/users/{admin.id}", data={"role": "user", "csrf_token": token})
     assert response.status_code == 403
     assert "You cannot change your own role or active flag." in response.text
+
+
+def png_bytes(size: int = 32) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_avatar_upload_and_removal_on_the_settings_page(client, db, settings):
+    user = await make_user(db, settings)
+    await web_login(client, user.email)
+    token = await page_token(client, "/settings")
+    forged = await client.post("/settings/avatar", files={"avatar": ("me.png", png_bytes(), "image/png")})
+    assert forged.status_code == 403
+    uploaded = await client.post(
+        "/settings/avatar", data={"csrf_token": token}, files={"avatar": ("me.png", png_bytes(), "image/png")}
+    )
+    assert uploaded.status_code == 303, uploaded.text
+    await db.refresh(user)
+    assert user.avatar_url
+    page = await client.get("/settings")
+    assert f'<img src="{user.avatar_url}" alt="Your avatar"' in page.text
+    removed = await client.post("/settings/avatar/remove", data={"csrf_token": token})
+    assert removed.status_code == 303
+    await db.refresh(user)
+    assert user.avatar_url is None
+
+
+async def test_a_file_that_is_no_image_is_refused_in_words_beside_the_field(client, db, settings):
+    user = await make_user(db, settings)
+    await web_login(client, user.email)
+    token = await page_token(client, "/settings")
+    response = await client.post(
+        "/settings/avatar", data={"csrf_token": token}, files={"avatar": ("notes.txt", b"just some text", "text/plain")}
+    )
+    assert response.status_code == 415
+    assert re.search(r'id="f-avatar-error">This file is not an image we can use', response.text)
+    await db.refresh(user)
+    assert user.avatar_url is None
