@@ -35,6 +35,7 @@ def _text(form: object, name: str, limit: int = 2048) -> str:
 
 @router.get("/")
 async def home(viewer: MaybeViewer) -> Response:
+    """The site's root: the address book for a live session, else the login form."""
     return redirect("/contacts" if viewer else "/login")
 
 
@@ -42,6 +43,7 @@ async def home(viewer: MaybeViewer) -> Response:
 async def login_page(
     request: Request, viewer: MaybeViewer, next: Annotated[str, Query(max_length=2048)] = ""
 ) -> Response:
+    """The login form (a live session goes straight on to `next`)."""
     if viewer is not None:
         return redirect(safe_next(next))
     return render(request, "login.html", {"next": safe_next(next), "email": ""})
@@ -49,6 +51,8 @@ async def login_page(
 
 @router.post("/login")
 async def login(request: Request, form: CheckedForm, session: SessionDep, settings: SettingsDep) -> Response:
+    """Check the credentials as POST /api/v1/auth/login does (same limits and throttle, one answer for an
+    unknown email and a wrong password), then start a browser session."""
     email, password, target = _text(form, "email", 320), _text(form, "password", 1024), _text(form, "next")
     context = {"next": safe_next(target), "email": email}
     if not email or not password:
@@ -83,6 +87,7 @@ async def login(request: Request, form: CheckedForm, session: SessionDep, settin
 
 @router.post("/logout")
 async def logout(request: Request, form: CheckedForm, session: SessionDep, settings: SettingsDep) -> Response:
+    """End this browser session (its record is revoked: a copied cookie is worthless too)."""
     await web_sessions.end(session, settings, request.cookies.get("session", ""))
     await commit(session)
     response = redirect("/login?notice=logged-out")
@@ -92,6 +97,7 @@ async def logout(request: Request, form: CheckedForm, session: SessionDep, setti
 
 @router.get("/register")
 async def register_page(request: Request, viewer: MaybeViewer) -> Response:
+    """The sign-up form."""
     return render(request, "register.html", {"email": ""}, viewer=viewer)
 
 
@@ -99,6 +105,7 @@ async def register_page(request: Request, viewer: MaybeViewer) -> Response:
 async def register(
     request: Request, form: CheckedForm, session: SessionDep, settings: SettingsDep, mailer: MailerDep
 ) -> Response:
+    """Create an account as POST /api/v1/auth/register does (same checks and limit); the confirmation mail follows."""
     email = _text(form, "email", 400)
     context = {"email": email}
     try:
@@ -130,6 +137,7 @@ async def verify_email(
 
 @router.get("/forgot-password")
 async def forgot_page(request: Request) -> Response:
+    """The form that asks for a reset link."""
     return render(request, "forgot.html", {"email": ""})
 
 
@@ -162,6 +170,7 @@ async def reset_page(request: Request, token: Annotated[str, Query(max_length=40
 
 @router.post("/reset-password")
 async def reset_password(request: Request, form: CheckedForm, session: SessionDep, settings: SettingsDep) -> Response:
+    """Set the new password with the mailed token; every session of the account ends."""
     token = _text(form, "token", 4096)
     try:
         body = ResetPasswordRequest(token=token, new_password=_text(form, "new_password", 1100))

@@ -73,6 +73,8 @@ async def contact_list(
     sort: Annotated[str, Query(max_length=10)] = "name",
     cursor: Annotated[str, Query(max_length=2048)] = "",
 ) -> Response:
+    """Your contacts, a page at a time; htmx swaps the results while you type and appends the next page as you
+    scroll, and without JavaScript the form and the "More contacts" link do the same."""
     order: Sort = sort if sort in get_args(Sort) else "name"  # type: ignore[assignment]
     query = {"q": q.strip(), "label": label, "favorite": "1" if favorite else "", "sort": order}
     try:
@@ -120,6 +122,7 @@ def _not_found(request: Request, viewer: Viewer) -> Response:
 
 @router.get("/contacts/new")
 async def new_contact(request: Request, viewer: Reader) -> Response:
+    """An empty contact form."""
     form = contact_forms.with_blank_rows(ContactForm(values={"favorite": False}))
     return _form_page(request, viewer, form, None)
 
@@ -140,6 +143,7 @@ def _region(settings: Settings) -> str | None:
 async def create_contact(
     request: Request, viewer: Reader, posted: CheckedForm, session: SessionDep, settings: SettingsDep
 ) -> Response:
+    """Add the contact (or, for "add another", show the form again with one more blank row)."""
     form, kept = contact_forms.read_form(posted)
     more = posted.get("more")
     if isinstance(more, str) and more in contact_forms.GROUPS:
@@ -165,6 +169,7 @@ def _write_error(error: AppError) -> dict[str, str]:
 
 @router.get("/contacts/{contact_id}")
 async def contact_page(request: Request, viewer: Reader, contact_id: ContactId) -> Response:
+    """One of your contacts."""
     contact = await _contact(request, viewer, contact_id)
     if contact is None:
         return _not_found(request, viewer)
@@ -173,6 +178,7 @@ async def contact_page(request: Request, viewer: Reader, contact_id: ContactId) 
 
 @router.get("/contacts/{contact_id}/edit")
 async def edit_contact(request: Request, viewer: Reader, contact_id: ContactId) -> Response:
+    """The form of one of your contacts, carrying the ETag of the version shown."""
     contact = await _contact(request, viewer, contact_id)
     if contact is None:
         return _not_found(request, viewer)
@@ -219,6 +225,7 @@ async def update_contact(
 async def delete_contact(
     request: Request, viewer: Reader, posted: CheckedForm, session: SessionDep, contact_id: ContactId
 ) -> Response:
+    """Move the contact to the trash (only the version shown, by its ETag)."""
     etag = posted.get("etag")
     try:
         await service.delete_contact(
@@ -240,6 +247,7 @@ async def trash_page(
     settings: SettingsDep,
     cursor: Annotated[str, Query(max_length=2048)] = "",
 ) -> Response:
+    """Your trash, most recently deleted first."""
     try:
         raw = await trash.get_trash_json(session, settings, viewer.user.id, 0, PAGE_SIZE, cursor or None)
     except AppError as error:
@@ -254,6 +262,7 @@ async def trash_page(
 async def restore_contact(
     request: Request, viewer: Reader, posted: CheckedForm, session: SessionDep, contact_id: ContactId
 ) -> Response:
+    """Bring a contact back from the trash, whole."""
     try:
         restored = await trash.restore_contact(session, contact_id, viewer.user.id)
     except AppError:
@@ -263,6 +272,7 @@ async def restore_contact(
 
 @router.get("/birthdays")
 async def birthdays_page(request: Request, viewer: Reader, session: SessionDep) -> Response:
+    """Birthdays in the next 30 days, soonest first."""
     raw = await service.get_birthdays_json(session, viewer.user.id, BIRTHDAY_DAYS, 0, 100)
     page = json.loads(raw)
     return render(request, "birthdays.html", _context(page=page, days=BIRTHDAY_DAYS), viewer=viewer)

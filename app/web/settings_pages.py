@@ -42,6 +42,7 @@ def _settings_page(request: Request, viewer: Viewer, status_code: int = 200, **c
 
 @router.get("/settings")
 async def settings_page(request: Request, viewer: PageViewer) -> Response:
+    """Your settings: password, avatar, default phone region."""
     return _settings_page(request, viewer)
 
 
@@ -74,6 +75,7 @@ async def change_password(
 
 @router.post("/settings/region")
 async def change_region(request: Request, viewer: PageViewer, form: CheckedForm, session: SessionDep) -> Response:
+    """Set (or clear) the region your contacts' national phone numbers are read in."""
     region = _text(form, "default_region", 8)
     try:
         body = UserSettingsUpdate(default_region=region or None)
@@ -113,6 +115,7 @@ async def upload_avatar(
 
 @router.post("/settings/avatar/remove")
 async def remove_avatar(viewer: PageViewer, form: CheckedForm, session: SessionDep, storage: StorageDep) -> Response:
+    """Remove your avatar."""
     await users_service.remove_avatar(session, storage, viewer.user.id)
     return redirect("/settings?notice=settings-saved")
 
@@ -132,6 +135,7 @@ async def users_page(
     session: SessionDep,
     skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
+    """Every account, for administrators."""
     users, total = await users_service.list_users(session, skip, USERS_PER_PAGE, None)
     context = {"users": users, "total": total, "skip": skip, "per_page": USERS_PER_PAGE, "roles": list(Role)}
     return render(request, "admin_users.html", context, viewer=viewer)
