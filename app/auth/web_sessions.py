@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,27 +38,24 @@ async def start(db: AsyncSession, settings: Settings, account: Account) -> str:
     )
 
 
-def session_id(settings: Settings, token: str) -> str:
-    """The session id a cookie names (its signature checked), else InvalidWebSession."""
+def _claims(settings: Settings, token: str) -> dict[str, Any]:
     if not token or len(token) > 4096:
         raise InvalidWebSession
     try:
-        claims = decode_token(settings, token, TokenPurpose.web_session)
+        return decode_token(settings, token, TokenPurpose.web_session)
     except InvalidToken as exc:
         raise InvalidWebSession from exc
-    return str(claims["sid"])
+
+
+def session_id(settings: Settings, token: str) -> str:
+    """The session id a cookie names (its signature checked), else InvalidWebSession."""
+    return str(_claims(settings, token)["sid"])
 
 
 async def resolve(request: Request, token: str) -> tuple[AuthUser, str]:
     """The live session's principal and id. The principal comes through the cache (a password change, demotion
     or deactivation bumps token_version and invalidates it at commit); the record says whether logout ended it."""
-    settings: Settings = request.app.state.settings
-    if not token or len(token) > 4096:
-        raise InvalidWebSession
-    try:
-        claims = decode_token(settings, token, TokenPurpose.web_session)
-    except InvalidToken as exc:
-        raise InvalidWebSession from exc
+    claims = _claims(request.app.state.settings, token)
     user_id, sid = int(claims["sub"]), str(claims["sid"])
     async with read_session(request) as session:
         user = await accounts_of(request).principal(session, user_id)
