@@ -25,9 +25,9 @@ from app.contacts.service import (
 
 # The single-contact writes and reads an import uses live in the service (CardDAV uses them too).
 __all__ = [
+    "book_keys",
     "contact_by_uid",
-    "contacts_by_uids",
-    "contacts_named_any",
+    "contacts_by_ids",
     "count_of_user",
     "create_imported",
     "create_imported_many",
@@ -60,13 +60,13 @@ async def create_imported_many(
     return created
 
 
-async def contacts_by_uids(db: AsyncSession, user_id: int, uids: list[str]) -> list[Contact]:
-    return list(await repository.find_by_uids(db, user_id, uids))
+async def book_keys(db: AsyncSession, user_id: int) -> list[tuple[int, str, str, str | None, bool]]:
+    """Every contact of the user as (id, uid, first name, last name, live): what an import matches by."""
+    return await repository.book_keys(db, user_id)
 
 
-async def contacts_named_any(db: AsyncSession, user_id: int, names: list[tuple[str, str]]) -> list[Contact]:
-    """Live contacts named (first, last) for any pair of `names` (lower-cased; last "" for none)."""
-    return list(await repository.find_by_names(db, user_id, names))
+async def contacts_by_ids(db: AsyncSession, user_id: int, ids: list[int]) -> list[Contact]:
+    return list(await repository.find_by_ids(db, user_id, ids))
 
 
 async def widest_lists(db: AsyncSession, user_id: int) -> dict[str, int]:

@@ -19,8 +19,6 @@ from sqlalchemy import (
     inspect,
     select,
     table,
-    text,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -326,45 +324,23 @@ async def add_many(session: AsyncSession, contacts: Sequence[Contact], first_seq
         await session.execute(insert(ContactLabel), labels)
 
 
-async def find_by_uids(session: AsyncSession, user_id: int, uids: Sequence[str]) -> Sequence[Contact]:
-    """The user's contacts with these uids, trashed ones included (one query for a batch of imported records)."""
-    if not uids:
+async def book_keys(session: AsyncSession, user_id: int) -> list[tuple[int, str, str, str | None, bool]]:
+    """Every contact of the user as (id, uid, first name, last name, live): what an import matches its records
+    by, read once (a narrow read of the book) rather than looked up batch by batch, whose plans went wrong while
+    the import filled the book faster than the statistics followed."""
+    query = select(_COLUMNS.id, _COLUMNS.uid, _COLUMNS.first_name, _COLUMNS.last_name, _COLUMNS.deleted_at).where(
+        _owned(user_id)
+    )
+    rows = (await session.execute(query)).all()
+    return [(int(id_), str(uid), str(first), last, deleted is None) for id_, uid, first, last, deleted in rows]
+
+
+async def find_by_ids(session: AsyncSession, user_id: int, ids: Sequence[int]) -> Sequence[Contact]:
+    """The user's contacts with these ids (by primary key), trashed ones included."""
+    if not ids:
         return []
-    query = select(Contact).where(_owned(user_id), Contact.uid.in_(sorted(set(uids))))
+    query = select(Contact).where(_owned(user_id), Contact.id.in_(sorted(set(ids))))
     return (await session.execute(query)).scalars().all()
-
-
-# PostgreSQL: each wanted name looked up on its own through ix_contacts_user_id_name (a LATERAL join), whatever
-# the statistics say: while an import fills a book they lag behind it, and a 100-arm IN then scanned the whole book.
-_NAMED = text(
-    """
-    SELECT found.* FROM unnest(CAST(:lasts AS text[]), CAST(:firsts AS text[])) AS wanted(last, first)
-    CROSS JOIN LATERAL (
-        SELECT * FROM contacts
-        WHERE contacts.user_id = :user_id AND contacts.deleted_at IS NULL
-          AND lower(coalesce(contacts.last_name, '')) = wanted.last AND lower(contacts.first_name) = wanted.first
-    ) AS found
-    ORDER BY found.id
-    """
-)
-
-
-async def find_by_names(session: AsyncSession, user_id: int, names: Sequence[tuple[str, str]]) -> Sequence[Contact]:
-    """The user's live contacts whose (first name, last name or "") is one of `names`, lower-cased (one query for
-    a batch of imported records, served by the ix_contacts_user_id_name index)."""
-    wanted = sorted(set(names))
-    if not wanted:
-        return []
-    if session.get_bind().dialect.name == "postgresql":
-        bound = _NAMED.bindparams(
-            user_id=user_id, firsts=[first for first, _ in wanted], lasts=[last for _, last in wanted]
-        )
-        query = select(Contact).from_statement(bound)
-    else:
-        key = tuple_(func.lower(func.coalesce(Contact.last_name, "")), func.lower(Contact.first_name))
-        pairs = [(last, first) for first, last in wanted]
-        query = select(Contact).where(*live(user_id), key.in_(pairs)).order_by(Contact.id)
-    return list(dict.fromkeys((await session.execute(query)).scalars().all()))
 
 
 async def widest_lists(session: AsyncSession, user_id: int) -> dict[str, int]:

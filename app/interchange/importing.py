@@ -16,9 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts import import_service as contacts
-from app.contacts.entries import e164
 from app.contacts.models import Contact
-from app.interchange import csv_in, reading
+from app.interchange import csv_in, matching, reading
 from app.interchange.errors import ImportLayoutUnknown, ImportMappingInvalid, ImportNotRecognised, ImportTooLarge
 from app.interchange.records import FIELDS, LIST_FIELDS, Record, Refused, normalise
 from app.interchange.schemas import ImportMode, ImportReport
@@ -41,58 +40,6 @@ def parse_mapping(raw: str | None) -> dict[str, str]:
     if unknown:
         raise ImportMappingInvalid(f"Unknown contact fields in the mapping: {', '.join(unknown)[:500]}.")
     return mapping
-
-
-def _phone_keys(entries: list[dict[str, Any]], region: str | None) -> set[str]:
-    return {e164(str(entry["value"]), region) or str(entry["value"]) for entry in entries}
-
-
-def _same_person(contact: Contact, fields: Mapping[str, Any], region: str | None) -> bool:
-    """Same name (the caller asked for it) and a shared email or phone; with neither on both sides, the name."""
-    emails = {str(entry["value"]).lower() for entry in fields["emails"]}
-    phones = _phone_keys(fields["phones"], region)
-    theirs_emails = {str(entry["value"]).lower() for entry in contact.emails or []}
-    theirs_phones = {entry.get("e164") or str(entry["value"]) for entry in contact.phones or []}
-    if not (emails or phones) and not (theirs_emails or theirs_phones):
-        return True
-    return bool(emails & theirs_emails or phones & theirs_phones)
-
-
-class _Known:
-    """The contacts a batch of records may match, read in two queries (by uid, by name) for the whole batch, and
-    the contacts the batch creates, so that a record matches one created earlier in the same file."""
-
-    def __init__(self) -> None:
-        self.by_uid: dict[str, Contact] = {}
-        self.by_name: dict[tuple[str, str], list[Contact]] = {}
-
-    def add(self, contact: Contact) -> None:
-        self.by_uid[contact.uid] = contact
-        if contact.deleted_at is None:
-            self.by_name.setdefault(_name_key(contact.first_name, contact.last_name), []).append(contact)
-
-    async def load(self, db: AsyncSession, user_id: int, records: list[Record]) -> None:
-        uids = [record.uid for record in records if record.uid and record.uid not in self.by_uid]
-        for contact in await contacts.contacts_by_uids(db, user_id, uids):
-            self.add(contact)
-        names = [_name_key(record.fields["first_name"], record.fields["last_name"]) for record in records]
-        for contact in await contacts.contacts_named_any(db, user_id, names):
-            if contact.uid not in self.by_uid:
-                self.add(contact)
-
-    def match(self, record: Record, region: str | None) -> Contact | None:
-        if record.uid:
-            found = self.by_uid.get(record.uid)
-            if found is not None:
-                if found.deleted_at is not None:
-                    raise Refused("the contact with this UID is in the trash: restore or purge it first")
-                return found
-        named = self.by_name.get(_name_key(record.fields["first_name"], record.fields["last_name"]), [])
-        return next((contact for contact in named if _same_person(contact, record.fields, region)), None)
-
-
-def _name_key(first_name: str, last_name: str | None) -> tuple[str, str]:
-    return first_name.lower(), (last_name or "").lower()
 
 
 def _current(contact: Contact) -> dict[str, Any]:
@@ -138,60 +85,8 @@ def _merged_extra(old: Any, new: Any) -> Any:
     return {**new, "lines": list(dict.fromkeys([*old["lines"], *new.get("lines", [])]))}
 
 
-class _Creations:
-    """Records that match no contact, created together at the end of their batch (a few statements for the whole
-    batch); one that a later record of the batch would match is created first."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[int, Record]] = []
-        self.uids: set[str] = set()
-        self.names: set[tuple[str, str]] = set()
-
-    def would_match(self, record: Record) -> bool:
-        return (record.uid is not None and record.uid in self.uids) or _name_key(
-            record.fields["first_name"], record.fields["last_name"]
-        ) in self.names
-
-    def add(self, position: int, record: Record) -> None:
-        self.waiting.append((position, record))
-        if record.uid:
-            self.uids.add(record.uid)
-        self.names.add(_name_key(record.fields["first_name"], record.fields["last_name"]))
-
-    async def create(
-        self, db: AsyncSession, user_id: int, region: str | None, known: _Known, report: ImportReport
-    ) -> None:
-        """Create the waiting records in one savepoint; if the database refuses it, one by one (each refused
-        alone)."""
-        waiting, self.waiting, self.uids, self.names = self.waiting, [], set(), set()
-        if not waiting:
-            return
-        try:
-            async with db.begin_nested():
-                created = await contacts.create_imported_many(
-                    db, user_id, [(r.fields, r.uid, r.extra) for _, r in waiting], region=region
-                )
-        except DBAPIError:
-            for position, record in waiting:
-                try:
-                    async with db.begin_nested():
-                        one = await contacts.create_imported(
-                            db, user_id, record.fields, uid=record.uid, extra=record.extra, region=region
-                        )
-                except DBAPIError as exc:
-                    logger.warning("import: a record the database refused: %s", exc.__class__.__name__)
-                    report.refuse(position, "the database could not store this record")
-                    continue
-                known.add(one)
-                report.created += 1
-            return
-        for contact in created:
-            known.add(contact)
-        report.created += len(created)
-
-
 async def _store(
-    db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None, known: _Known
+    db: AsyncSession, user_id: int, record: Record, mode: ImportMode, region: str | None, known: matching.Known
 ) -> str:
     """Write one record that matches a contact; answers updated, unchanged or skipped ("created" when it matches
     none: the caller creates it). A write runs in a savepoint of its own: a record the database refuses leaves the
@@ -228,6 +123,7 @@ async def _take_batch(
     region: str | None,
     report: ImportReport,
     resume: Resume,
+    keys: matching.BookKeys,
 ) -> None:
     """Read, match and write a batch of records (each `Read` parses its record; a string is its refusal)."""
     ready: list[tuple[int, Record]] = []
@@ -238,9 +134,9 @@ async def _take_batch(
             ready.append((position, normalise(item())))
         except Refused as refusal:
             report.refuse(position, str(refusal))
-    known = _Known()
+    known = matching.Known(keys)
     await known.load(db, user_id, [record for _, record in ready])
-    creations = _Creations()
+    creations = matching.Creations()
     for position, record in ready:
         if creations.would_match(record):
             await creations.create(db, user_id, region, known, report)
@@ -352,15 +248,16 @@ async def import_stream(
     report = resume.report or ImportReport(format=kind)
     if kind == "vcard":
         region = await contacts.lock_address_book(db, user_id) or fallback_region
+        keys = await matching.BookKeys.read(db, user_id)
         batch: list[tuple[int, Read | str]] = []
         async for card in reading.cards(lines, max_record):
             if card.position <= resume.position:
                 continue
             batch.append((card.position, card.refused or partial(read_card, card.text)))
             if len(batch) >= BATCH:
-                await _take_batch(db, user_id, batch, mode, region, report, resume)
+                await _take_batch(db, user_id, batch, mode, region, report, resume, keys)
                 batch = []
-        await _take_batch(db, user_id, batch, mode, region, report, resume)
+        await _take_batch(db, user_id, batch, mode, region, report, resume, keys)
         return report
     records = csv_in.csv_records(lines, encoding, max_record)
     _, columns = await anext(records, (0, "the file is empty"))
@@ -374,6 +271,7 @@ async def import_stream(
         raise ImportLayoutUnknown
     report.layout = layout
     region = await contacts.lock_address_book(db, user_id) or fallback_region
+    keys = await matching.BookKeys.read(db, user_id)
     rows: list[tuple[int, Read | str]] = []
     async for number, cells in records:
         if number <= resume.position:
@@ -385,9 +283,9 @@ async def import_stream(
         else:
             rows.append((number, partial(csv_in.read_row, layout, columns, cells, mapping or {})))
         if len(rows) >= BATCH:
-            await _take_batch(db, user_id, rows, mode, region, report, resume)
+            await _take_batch(db, user_id, rows, mode, region, report, resume, keys)
             rows = []
-    await _take_batch(db, user_id, rows, mode, region, report, resume)
+    await _take_batch(db, user_id, rows, mode, region, report, resume, keys)
     return report
 
 
