@@ -214,8 +214,15 @@ def _migrated_template(admin_url: str) -> str:
 
     asyncio.run(migrate())
     _TEMPLATES[admin_url] = name
-    atexit.register(lambda: asyncio.run(postgres_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"')))
+    atexit.register(_drop_at_exit, admin_url, name)
     return name
+
+
+def _drop_at_exit(admin_url: str, name: str) -> None:
+    """Drop a template at the end of the session; a PostgreSQL the session started itself (embedded) may already
+    be gone, and its data with it: nothing left to drop then."""
+    with contextlib.suppress(OSError):
+        asyncio.run(postgres_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"'))
 
 
 @contextlib.contextmanager
